@@ -1,0 +1,54 @@
+"""Rebuild the bundled demo data in ``data/`` from ``../shared/data`` (deterministic).
+
+    python scripts/make_demo_data.py [--shared ../shared/data]
+
+Sources, licences and attribution are in ``data/README.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import random
+import shutil
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def head_lines(src: Path, dst: Path, n: int) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with open(src, encoding="utf-8") as fin, open(dst, "w", encoding="utf-8") as fout:
+        for i, line in enumerate(fin):
+            if i >= n:
+                break
+            fout.write(line.rstrip("\n") + "\n")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--shared", default=str(REPO.parent / "shared" / "data"))
+    args = ap.parse_args()
+    shared = Path(args.shared)
+    out = REPO / "data"
+    wiki = shared / "d-wikipedia-simple-articles"
+    head_lines(wiki / "test.tgt", out / "simplewiki" / "simple_articles.txt", 3000)
+    head_lines(wiki / "valid.src", out / "simplewiki" / "english_articles.txt", 1500)
+    head_lines(wiki / "valid.tgt", out / "simplewiki" / "simple_aligned.txt", 1500)
+    (out / "eli5").mkdir(parents=True, exist_ok=True)
+    shutil.copy(shared / "haluquestqa-lfqa-preferences" / "preference_data.csv", out / "eli5" / "lfqa_preferences.tsv")
+    shutil.copy(shared / "eli5-public-examples" / "examples_qda_short.json", out / "eli5" / "eli5_public_examples.json")
+    rows = [json.loads(l) for l in gzip.open(shared / "hh-rlhf-harmless-base-test" / "test.jsonl.gz", "rt", encoding="utf-8")]
+    random.Random(0).shuffle(rows)
+    (out / "hh-rlhf").mkdir(parents=True, exist_ok=True)
+    with gzip.open(out / "hh-rlhf" / "harmless_base_sample.jsonl.gz", "wt", encoding="utf-8", compresslevel=9) as fh:
+        for row in rows[:800]:
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    (out / "self-instruct").mkdir(parents=True, exist_ok=True)
+    shutil.copy(shared / "self-instruct-seed-tasks" / "seed_tasks.jsonl", out / "self-instruct" / "seed_tasks.jsonl")
+    print("wrote", out)
+
+
+if __name__ == "__main__":
+    main()
