@@ -1,0 +1,59 @@
+"""``simplesafe models``: build and inspect the embedded offline models."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from simplesafe.commands.common import OVERRIDES, split_config_and_overrides, stage_config
+
+app = typer.Typer(help="Build and inspect the embedded offline models (tiny base LM, safety classifier).",
+                  no_args_is_help=True)
+
+
+@app.command("build-tiny")
+def build_tiny(
+    args: list[str] = OVERRIDES,
+    force: bool = typer.Option(False, "--force", help="Rebuild even if a cached build with the same config exists."),
+) -> None:
+    """Train the tokenizer and pretrain the tiny Llama base model; print held-out perplexity.
+
+    ARGS: an optional YAML config, then key=value overrides, e.g. max_minutes=2 out=/tmp/tiny.
+    """
+    from simplesafe.models.tiny import TinyModelConfig, build_tiny_model, default_tiny_path
+
+    config, overrides = split_config_and_overrides(args)
+    cfg = stage_config(TinyModelConfig, config, overrides, section="tiny_model")
+    out = Path(cfg.out) if cfg.out else default_tiny_path()
+    info = out / "build_info.json"
+    if not force and info.exists():
+        metrics = json.loads(info.read_text())
+        if metrics.get("fingerprint") == cfg.fingerprint():
+            typer.echo(f"cached build at {out} (use --force to rebuild)")
+            _print_metrics(metrics)
+            return
+    metrics = build_tiny_model(cfg)
+    _print_metrics(metrics)
+
+
+def _print_metrics(m: dict) -> None:
+    typer.echo(f"model: {m['path']}")
+    typer.echo(f"parameters: {m['parameters']:,}   steps: {m['steps']}   train tokens: {m['train_tokens']:,}")
+    typer.echo(f"tokens/s: {m['tokens_per_second']:,.0f}   bf16 autocast: {m['bf16_autocast']}   "
+               f"torch.compile: {m['torch_compile']}   pretraining time: {m['train_seconds']}s")
+    typer.echo(f"held-out perplexity: {m['held_out_perplexity']:.2f}   "
+               f"unigram perplexity (same tokens): {m['unigram_perplexity']:.2f}")
+
+
+@app.command("info")
+def info(name_or_path: str = typer.Argument("embedded:tiny", help="hub id, local path or embedded:tiny / embedded:minilm")) -> None:
+    """Show where a model resolves to and its size."""
+    from simplesafe.models.embedded import resolve
+
+    path = Path(resolve(name_or_path))
+    typer.echo(f"{name_or_path} -> {path}")
+    bi = path / "build_info.json"
+    if bi.exists():
+        _print_metrics(json.loads(bi.read_text()))

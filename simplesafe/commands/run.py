@@ -1,0 +1,21 @@
+"""``simplesafe run RECIPE.yaml``: the whole pipeline, skipping stages already done."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from simplesafe.commands.common import OVERRIDES
+
+
+def run_recipe(
+    recipe: Path = typer.Argument(..., help="recipe YAML, e.g. recipes/demo.yaml"),
+    overrides: list[str] = OVERRIDES,
+    run_dir: Path = typer.Option(None, "--run-dir", help="where to write the run (default: runs/<recipe name>)"),
+    force: bool = typer.Option(False, "--force", help="Redo every stage."),
+) -> None:
+    """Run a recipe from raw data to report: build the base model, curate, synthesise, train, evaluate, report."""
+    from simplesafe.pipeline import run_pipeline
+
+    run_pipeline(recipe, overrides or [], run_dir=run_dir, force=force)

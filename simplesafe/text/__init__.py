@@ -1,0 +1,1 @@
+"""Pure functions on strings: cleaning, readability, toxicity scoring, similarity."""

