@@ -1,0 +1,249 @@
+"""Shared pieces of the supervised trainers (SFT, reward models, DPO).
+
+- :class:`LoraSettings` and :func:`peft_config`: LoRA (Hu et al., 2021) and QLoRA
+  (Dettmers et al., 2023: NF4 base + bf16 adapters on every linear layer) through peft.
+- :func:`load_policy`: a causal LM ready for ``full``, ``lora`` or ``qlora`` training.
+- :func:`format_prompt`: the report's ``### Human: {question} ### Assistant:`` prompt, any
+  other ``{question}`` template, or the tokenizer's own chat template (``template: chat``).
+- :func:`read_split`: rows of a dataset directory (``train/validation/test.jsonl``) or of
+  explicit files, with the required fields checked (errors name file, line and field).
+- :func:`training_arguments`: the transformers/TRL arguments every trainer shares, set for
+  CPU (fp32, no gradient checkpointing, ``use_cpu``) when no GPU is visible.
+
+Nothing here trains; the trainers import it.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from simplesafe.config import StageConfig
+from simplesafe.errors import ConfigError, DataError
+from simplesafe.io import read_rows, require
+
+log = logging.getLogger(__name__)
+
+REPORT_TEMPLATE = "### Human: {question} ### Assistant:"
+SPLIT_FILES = ("train", "validation", "test")
+DATA_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".parquet", ".csv", ".tsv")
+
+Method = Literal["full", "lora", "qlora"]
+
+
+class LoraSettings(StageConfig):
+    """LoRA adapter shape (defaults: the QLoRA paper's r=64, alpha=16, dropout 0.1, all linear layers)."""
+
+    r: int = Field(64, ge=1, description="adapter rank")
+    alpha: int = Field(16, ge=1, description="scaling numerator (lora_alpha); the update is scaled by alpha/r")
+    dropout: float = Field(0.1, ge=0, lt=1, description="dropout on the adapter input")
+    target_modules: list[str] | str = Field(
+        "all-linear", description="module names to adapt, or 'all-linear' (QLoRA: every linear layer but the head)"
+    )
+
+
+def as_list(value) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, (str, Path)):
+        return [str(value)]
+    return [str(v) for v in value]
+
+
+class DataConfigMixin(StageConfig):
+    """Where the rows come from: dataset folders and/or files."""
+
+    data: list[str] = Field(
+        default_factory=list,
+        description="dataset folders (their train/validation/test .jsonl are used) or row files (training rows)",
+    )
+    validation: list[str] = Field(
+        default_factory=list, description="extra validation row files (added to the folders' validation split)"
+    )
+    test: list[str] = Field(default_factory=list, description="extra test row files")
+
+    @field_validator("data", "validation", "test", mode="before")
+    @classmethod
+    def _one_or_many(cls, v):
+        return as_list(v)
+
+
+def split_file(folder: Path, split: str) -> Path | None:
+    for suffix in DATA_SUFFIXES:
+        p = folder / f"{split}{suffix}"
+        if p.exists():
+            return p
+    return None
+
+
+def split_paths(sources: list[str], split: str, extra: list[str] = ()) -> list[Path]:
+    """Files for ``split``: ``<folder>/<split>.jsonl`` per folder, plus plain files for ``train``."""
+    out: list[Path] = []
+    for src in sources:
+        p = Path(src).expanduser()
+        if p.is_dir():
+            f = split_file(p, split)
+            if f is None and split == "train":
+                raise DataError(p, None, None, f"dataset folder has no {split}.jsonl (expected one of "
+                                f"{', '.join(split + s for s in DATA_SUFFIXES)})")
+            if f is not None:
+                out.append(f)
+        elif p.exists():
+            if split == "train":
+                out.append(p)
+        else:
+            raise DataError(p, None, None, "dataset folder or file not found")
+    out.extend(Path(e).expanduser() for e in extra)
+    return out
+
+
+def read_split(paths: list[Path], fields: tuple[str, ...], optional: dict | None = None,
+               allow_empty: tuple[str, ...] = ()) -> list[dict]:
+    """Rows of ``paths`` with ``fields`` checked as non-empty strings; ``optional`` fills defaults."""
+    rows: list[dict] = []
+    for path in paths:
+        for line, row in read_rows(path):
+            out = {f: require(row, f, path, line, allow_empty=f in allow_empty) for f in fields}
+            for key, default in (optional or {}).items():
+                value = row.get(key, default)
+                if value is None:
+                    value = default
+                out[key] = value
+            out["_where"] = f"{path}:{line}"
+            rows.append(out)
+    return rows
+
+
+def format_prompt(question: str, template: str, tokenizer=None) -> str:
+    """The text the model sees before its answer.
+
+    ``template`` is a string with ``{question}`` (default: the report's format) or ``chat``
+    for the tokenizer's chat template with the generation prompt appended.
+    """
+    if template == "chat":
+        if tokenizer is None or not getattr(tokenizer, "chat_template", None):
+            raise ConfigError("template: chat needs a tokenizer with a chat_template; "
+                              f"use a '{{question}}' template such as '{REPORT_TEMPLATE}'")
+        return tokenizer.apply_chat_template(
+            [{"role": "user", "content": question}], tokenize=False, add_generation_prompt=True
+        )
+    if "{question}" not in template:
+        raise ConfigError(f"template must contain '{{question}}' or be 'chat', got {template!r}")
+    return template.replace("{question}", question)
+
+
+def format_completion(question: str, answer: str, template: str, tokenizer) -> str:
+    """The answer text that follows :func:`format_prompt` (without the EOS token).
+
+    With ``template: chat`` it is whatever the chat template renders after the prompt
+    (minus a trailing EOS, which the caller appends as a token); otherwise `` {answer}``.
+    """
+    if template != "chat":
+        return " " + answer.strip()
+    prompt = format_prompt(question, template, tokenizer)
+    full = tokenizer.apply_chat_template(
+        [{"role": "user", "content": question}, {"role": "assistant", "content": answer}], tokenize=False
+    )
+    if not full.startswith(prompt):
+        raise ConfigError("the tokenizer's chat template renders the prompt differently with and without the "
+                          "answer; use a '{question}' template instead of 'chat'")
+    completion = full[len(prompt):].rstrip()
+    eos = tokenizer.eos_token or ""
+    if eos and completion.endswith(eos):
+        completion = completion[: -len(eos)]
+    return completion
+
+
+def has_gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def peft_config(lora: LoraSettings, task_type: str = "CAUSAL_LM"):
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+        target_modules=lora.target_modules, task_type=task_type, bias="none",
+    )
+
+
+def load_policy(model: str, method: Method, dtype: str | None = None, gradient_checkpointing: bool = False):
+    """A causal LM for training: fp32 on CPU, bf16 on a GPU; ``qlora`` loads the base in NF4.
+
+    For ``qlora`` the base is prepared with peft's ``prepare_model_for_kbit_training``
+    (layer norms in fp32, input grads enabled) as in the QLoRA paper.
+    """
+    from simplesafe.models.load import load_causal_lm
+
+    if dtype is None:
+        dtype = "bfloat16" if has_gpu() else "float32"
+    if method == "qlora":
+        from peft import prepare_model_for_kbit_training
+
+        m = load_causal_lm(model, dtype=dtype, quantization="nf4", device_map={"": 0} if has_gpu() else None)
+        return prepare_model_for_kbit_training(m, use_gradient_checkpointing=gradient_checkpointing)
+    return load_causal_lm(model, dtype=dtype)
+
+
+def training_arguments(out_dir: str | Path, *, lr: float, epochs: float, batch_size: int, grad_accum: int,
+                       seed: int, max_steps: int | None = None, eval_each_epoch: bool = True,
+                       keep_best: bool = True, logging_steps: int = 5, warmup_ratio: float = 0.0,
+                       weight_decay: float = 0.0, gradient_checkpointing: bool = False,
+                       **extra) -> dict:
+    """Keyword arguments shared by TRL's configs (SFTConfig, RewardConfig, DPOConfig).
+
+    On CPU: fp32, no gradient checkpointing, ``use_cpu``. Evaluation and saving happen
+    once per epoch (or every ``max_steps`` when training by steps) so the best epoch by
+    validation loss can be kept (``load_best_model_at_end``): with a small SFT set the
+    last epoch is often already memorising.
+    """
+    gpu = has_gpu()
+    strategy = "epoch" if eval_each_epoch else "no"
+    kwargs = dict(
+        output_dir=str(out_dir),
+        learning_rate=lr,
+        num_train_epochs=epochs,
+        max_steps=max_steps if max_steps else -1,
+        per_device_train_batch_size=batch_size,
+        per_device_eval_batch_size=max(batch_size, 8),
+        gradient_accumulation_steps=grad_accum,
+        seed=seed,
+        data_seed=seed,
+        logging_steps=logging_steps,
+        logging_first_step=True,
+        warmup_steps=warmup_ratio,  # transformers 5: a float < 1 is a fraction of all steps
+        weight_decay=weight_decay,
+        lr_scheduler_type="linear",
+        eval_strategy=strategy,
+        save_strategy=strategy if keep_best else "no",
+        save_total_limit=2 if keep_best else None,
+        load_best_model_at_end=bool(keep_best and eval_each_epoch),
+        metric_for_best_model="eval_loss" if keep_best and eval_each_epoch else None,
+        greater_is_better=False if keep_best and eval_each_epoch else None,
+        save_only_model=False,  # keep optimizer state so a killed run resumes exactly
+        report_to=[],
+        disable_tqdm=False,
+        dataloader_num_workers=0,
+        remove_unused_columns=False,
+        bf16=gpu,
+        use_cpu=not gpu,
+        gradient_checkpointing=gradient_checkpointing and gpu,
+    )
+    if max_steps and eval_each_epoch:
+        # training by steps: "epoch" would evaluate never or once; evaluate at the end instead
+        kwargs.update(eval_strategy="steps", eval_steps=max_steps, save_strategy="steps" if keep_best else "no",
+                      save_steps=max_steps)
+    kwargs.update(extra)
+    return kwargs
+
+
+def log_history_losses(history: list[dict]) -> tuple[list[float], list[float]]:
+    """(training losses, evaluation losses) from a Trainer's ``state.log_history``."""
+    train = [h["loss"] for h in history if "loss" in h and "eval_loss" not in h]
+    evals = [h["eval_loss"] for h in history if "eval_loss" in h]
+    return train, evals
