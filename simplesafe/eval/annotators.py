@@ -245,29 +245,26 @@ class LLMJudgeAnnotator(Annotator):
 
 
 def _backend_generate(backend, prompts: list[str], params: dict) -> list[str]:
-    """Call ``backend.generate(prompts, params)``; backends of :mod:`simplesafe.llm` take params as a dict or object."""
+    """``backend.generate(prompts, GenParams)`` of :mod:`simplesafe.llm`; a failed call becomes "" (abstain)."""
+    from simplesafe.llm import GenParams
+
     try:
-        from simplesafe.llm import GenerationParams  # type: ignore[attr-defined]
-    except ImportError:
-        GenerationParams = None
-    if GenerationParams is not None and not isinstance(params, GenerationParams):
-        try:
-            params = GenerationParams(**params)
-        except TypeError:
-            params = GenerationParams(**{k: v for k, v in params.items() if k in getattr(GenerationParams, "model_fields", {})})
-    out = backend.generate(prompts, params)
-    return [o if isinstance(o, str) else getattr(o, "text", str(o)) for o in out]
+        gp = GenParams(**params)
+    except Exception as exc:  # pydantic ValidationError: name the bad key for the user
+        raise ConfigError(f"llm annotator params: {exc}") from None
+    return [str(o) for o in backend.generate(prompts, gp, progress=len(prompts) > 20, desc="llm judge")]
 
 
 def make_llm_backend(spec: dict):
-    """Build a :mod:`simplesafe.llm` backend from a pool entry's keys (``backend``, ``model``, ...)."""
+    """A :mod:`simplesafe.llm` backend from a pool entry's keys (``backend``, ``model``, ``base_url``, ``cache``...)."""
+    from simplesafe.llm import BackendConfig, make_backend
+
+    keys = {k: v for k, v in spec.items() if k in BackendConfig.model_fields}
     try:
-        from simplesafe.llm import get_backend  # type: ignore[attr-defined]
-    except ImportError as exc:
-        raise ConfigError(f"an 'llm' annotator needs simplesafe.llm.get_backend, which is not available: {exc}") from exc
-    kwargs = {k: v for k, v in spec.items() if k not in ("kind", "name", "noise", "weight", "prompt", "params",
-                                                        "prefer_shorter", "backend")}
-    return get_backend(spec.get("backend", "hf"), **kwargs)
+        cfg = BackendConfig(**keys)
+    except Exception as exc:
+        raise ConfigError(f"llm annotator '{spec.get('name') or 'llm'}': {exc}") from None
+    return make_backend(cfg, cache_path=spec.get("cache"))
 
 
 def build_annotator(spec: AnnotatorSpec, name: str, backend_factory: Callable[[dict], Any] | None = None) -> Annotator:

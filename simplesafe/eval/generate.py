@@ -115,6 +115,16 @@ def _generate_batch(model, tok, prompts: list[str], cfg: GenerateConfig, seed: i
     return [t.split("### Human:")[0].strip() for t in texts]
 
 
+def _drop_torn_tail(path: Path, good_rows: list[dict]) -> None:
+    """A kill during a write leaves a partial last line; rewrite the log without it so appends stay readable."""
+    if not path.exists():
+        return
+    n_lines = sum(1 for _ in open(path, "rb"))
+    if n_lines != len(good_rows):
+        log.warning("generate: dropping %d torn line(s) at the end of %s", n_lines - len(good_rows), path)
+        write_rows(path, good_rows)
+
+
 def generation_params(cfg: GenerateConfig) -> dict:
     return cfg.model_dump(include={"model", "adapter", "seeds", "max_new_tokens", "temperature", "top_p",
                                    "repetition_penalty", "max_prompt_tokens", "template", "dtype", "quantization"})
@@ -132,6 +142,7 @@ def generate_answers(cfg: GenerateConfig, progress: bool = True) -> dict:
     generator = cfg.generator or Path(cfg.adapter or cfg.model).name
     params = generation_params(cfg)
     done_rows = read_jsonl_tolerant(progress_path)
+    _drop_torn_tail(progress_path, done_rows)
     if done_rows and done_rows[0].get("_params") not in (None, params):
         raise ConfigError(f"{progress_path} was written with other generation parameters; delete it or use another `out`")
     done = {(r["id"], r["seed"]) for r in done_rows if "id" in r}
