@@ -1,0 +1,121 @@
+"""The HTML report: every section filled from a synthetic run, "not run" when parts are missing,
+escaped answers, and a headless-Chromium screenshot of the page."""
+
+import base64
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from simplesafe.eval.metrics import MetricsConfig, compute_metrics
+from simplesafe.eval.pairwise import run_pairwise
+from simplesafe.report.html import render_report
+
+CHROMIUM = Path("/usr/bin/chromium")
+ANSWERS = {
+    "base": ["The the the sky sky.", "Photosynthesis constitutes a biochemical transformation pathway.", "<script>alert(1)</script> idk"],
+    "sft": ["The sky looks blue because air scatters blue light.", "Plants use sunlight to make food.", "Drink water and rest."],
+    "ppo": ["Air bends blue light most. So the sky looks blue.", "Plants make food from light.", "Rest. Drink water."],
+}
+PROMPTS = ["Why is the sky blue?", "What is photosynthesis?", "How do I get over a cold?"]
+
+
+def make_run(root: Path) -> Path:
+    run = root / "run"
+    gen_dir = run / "eval" / "generations"
+    gen_dir.mkdir(parents=True)
+    for model, outs in ANSWERS.items():
+        rows = [{"instruction": q, "output": o + (" Really." * seed), "generator": model, "id": f"p{i}", "seed": seed,
+                 "reference": "A simple reference answer."} for seed in (0, 1, 2) for i, (q, o) in enumerate(zip(PROMPTS, outs))]
+        (gen_dir / f"{model}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        compute_metrics(gen_dir / f"{model}.jsonl", MetricsConfig(bertscore=False, toxicity_backend="profanity-check", n_boot=50),
+                        run / "eval" / "metrics" / f"{model}.json")
+    for model in ("base", "ppo"):
+        run_pairwise(gen_dir / f"{model}.jsonl", gen_dir / "sft.jsonl", "length", run / "eval" / "pairwise" / f"{model}_vs_sft",
+                     n_boot=100)
+    (run / "eval" / "rubric" / "sft").mkdir(parents=True)
+    (run / "eval" / "rubric" / "sft" / "summary.json").write_text(json.dumps(
+        {"rubric": "mtbench", "n": 9, "n_parsed": 9, "mean": 6.2, "ci_low": 5.1, "ci_high": 7.0, "judge": "scripted/rules"}))
+    (run / "rm_pref").mkdir()
+    (run / "rm_pref" / "metrics.json").write_text(json.dumps({"eval_accuracy": 0.71, "test_accuracy": 0.69}))
+    (run / "sft").mkdir()
+    (run / "sft" / "metrics.json").write_text(json.dumps({"eval_loss": 2.31, "epochs": 2}))
+    (run / "ppo").mkdir()
+    (run / "ppo" / "log.jsonl").write_text("".join(
+        json.dumps({"step": s, "reward/mean": 0.1 * s, "kl": 0.01 * s * s, "loss": 1.0}) + "\n" for s in range(20)))
+    (run / "timings.json").write_text(json.dumps([{"stage": "sft", "status": "done", "seconds": 41.2},
+                                                  {"stage": "ppo", "status": "done", "seconds": 80.0},
+                                                  {"stage": "eval", "status": "done", "seconds": 30.5}]))
+    return run
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    run = make_run(tmp_path_factory.mktemp("report"))
+    return run, render_report(run)
+
+
+def test_every_section_filled(report):
+    run, path = report
+    html = path.read_text()
+    for heading in ("Answer metrics", "Readability distributions", "Pairwise win rates", "Rubric grades",
+                    "Reward models", "Training curves", "Timings", "Sample answers"):
+        assert heading in html
+    # only the leaderboard section was not run
+    assert html.count("not run") == 1
+    assert "eval_accuracy" in html and "0.71" in html
+    assert "base vs sft" in html and "ppo vs sft" in html
+    assert html.count("data:image/png;base64,") == 3  # readability, win rates, PPO curves
+    for b64 in re.findall(r"base64,([A-Za-z0-9+/=]+)", html):
+        assert base64.b64decode(b64)[:8] == b"\x89PNG\r\n\x1a\n"
+    # the side-by-side view shows each prompt once with every model's answer
+    assert html.count("<details") == 3
+    assert "Plants make food from light." in html and "Plants use sunlight to make food." in html
+    # no external resources: one self-contained file
+    assert not re.search(r"""(src|href)=["']https?://""", html)
+
+
+def test_answers_are_escaped(report):
+    _, path = report
+    html = path.read_text()
+    assert "<script>alert(1)</script>" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+
+
+def test_missing_sections_render_not_run(tmp_path):
+    (tmp_path / "empty").mkdir()
+    html = render_report(tmp_path / "empty").read_text()
+    assert html.count("not run") >= 9
+    broken = tmp_path / "broken"
+    (broken / "eval" / "metrics").mkdir(parents=True)
+    (broken / "eval" / "metrics" / "x.json").write_text("{not json")
+    assert "not run" in render_report(broken, tmp_path / "b.html").read_text()
+
+
+def test_screenshot_in_headless_chromium(report, tmp_path):
+    if not CHROMIUM.exists():
+        pytest.skip("Debian chromium is not installed at /usr/bin/chromium (apt-get install -y chromium)")
+    _, path = report
+    shot = tmp_path / "report.png"
+    cmd = [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}", "--window-size=1280,2000",
+           path.resolve().as_uri()]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    data = shot.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    import matplotlib.image
+
+    pixels = matplotlib.image.imread(str(shot))[..., :3]
+    assert pixels.shape[:2] == (2000, 1280)
+    assert (pixels.min(axis=-1) < 0.9).mean() > 0.02  # a rendered page with text and plots, not a blank one
+    keep = os.environ.get("SIMPLESAFE_KEEP_SCREENSHOTS")
+    if keep:
+        dest = Path(__file__).parent / "artifacts"
+        dest.mkdir(exist_ok=True)
+        shutil.copy(shot, dest / "report.png")
