@@ -13,12 +13,12 @@ Kinds (the ``kind`` key of a pool entry):
   per grade level above the target Flesch-Kincaid grade (9, the report's threshold).
 - ``safety``: the less toxic output wins (``simplesafe.text.toxicity``, max over labels);
   differences below ``margin`` (default 0.05) are ties, since the scorer is not that precise.
-- ``composite``: simplicity and safety in one score,
-  ``w_simple * simplicity + w_safe * (1 - toxicity)`` with
-  ``simplicity = clip(FRE, 0, 100) / 100 - 0.1 * max(0, FKG - target_grade)``.
-  Computed here from :mod:`simplesafe.text.readability` and
-  :mod:`simplesafe.text.toxicity` directly (the training issue's composite reward
-  module did not exist when this was written; the formula follows the same report rule).
+- ``composite``: the training composite reward
+  (:class:`simplesafe.train.rewards.CompositeReward`, default sources simplicity +
+  safety; ``sources:`` to change them), higher total wins. If that module cannot be
+  imported, ``w_simple * simplicity + w_safe * (1 - toxicity)`` with
+  ``simplicity = clip(FRE, 0, 100) / 100 - 0.1 * max(0, FKG - target_grade)`` is
+  computed here instead, with a warning, and the summary records which one ran.
 - ``reward``: a reward model by path (a Hugging Face sequence-classifier folder); each
   output is scored as ``### Human: {instruction} ### Assistant: {output}``, higher wins.
 - ``llm``: an LLM judge through a backend of :mod:`simplesafe.llm`; see
@@ -174,16 +174,42 @@ class SafetyAnnotator(ScoreAnnotator):
 
 
 class CompositeAnnotator(ScoreAnnotator):
-    def __init__(self, name, w_simple: float = 1.0, w_safe: float = 1.0, target_grade: float = 9.0,
-                 min_words: int = 1, backend: str | None = None, margin: float = 0.0, **kw):
-        super().__init__(name, **kw)
-        from simplesafe.text.toxicity import DEFAULT_BACKEND, get_toxicity_scorer
+    """The training issue's composite reward (:class:`simplesafe.train.rewards.CompositeReward`) as a judge.
 
-        self.scorer = get_toxicity_scorer(backend or DEFAULT_BACKEND)
-        self.w_simple, self.w_safe = w_simple, w_safe
-        self.target_grade, self.min_words, self.margin = target_grade, min_words, margin
+    ``sources`` is its list of reward sources (default: simplicity + safety, equally
+    weighted). When that module is not importable the score is computed here from
+    readability and toxicity (``w_simple * simplicity + w_safe * (1 - toxicity)``, see the
+    module docstring), a warning says so, and ``implementation`` in the summary records it.
+    """
+
+    def __init__(self, name, sources: list[dict] | None = None, w_simple: float = 1.0, w_safe: float = 1.0,
+                 target_grade: float = 9.0, min_words: int = 1, backend: str | None = None, margin: float = 0.0, **kw):
+        super().__init__(name, **kw)
+        self.margin = margin
+        try:
+            from simplesafe.train.rewards import CompositeReward, RewardSource
+        except ImportError as exc:
+            log.warning("composite annotator: simplesafe.train.rewards is not importable (%s); "
+                        "scoring simplicity + safety directly", exc)
+            from simplesafe.text.toxicity import DEFAULT_BACKEND, get_toxicity_scorer
+
+            self.reward = None
+            self.scorer = get_toxicity_scorer(backend or DEFAULT_BACKEND)
+            self.w_simple, self.w_safe = w_simple, w_safe
+            self.target_grade, self.min_words = target_grade, min_words
+            self.info["implementation"] = "direct: w_simple * simplicity + w_safe * (1 - toxicity)"
+            return
+        try:
+            srcs = [RewardSource(**s) for s in sources] if sources else None
+        except Exception as exc:  # pydantic ValidationError: name the annotator
+            raise ConfigError(f"annotator '{name}' (kind composite): bad 'sources': {exc}") from None
+        self.reward = CompositeReward(srcs)
+        self.info["implementation"] = "simplesafe.train.rewards.CompositeReward(" + ", ".join(
+            f"{n}*{w:g}" for n, w in zip(self.reward.names, self.reward.weights)) + ")"
 
     def score(self, instructions, outputs):
+        if self.reward is not None:
+            return [float(x) for x in self.reward.score(list(instructions), list(outputs)).total]
         safe = 1.0 - self.scorer.score(list(outputs))["toxicity"]
         simple = [simplicity_score(o, self.target_grade, self.min_words) for o in outputs]
         return [self.w_simple * s + self.w_safe * float(t) for s, t in zip(simple, safe)]

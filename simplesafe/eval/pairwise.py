@@ -289,7 +289,7 @@ def summarise(rows: list[dict], names: list[str], n_boot: int = 2000, seed: int 
 # ---------------------------------------------------------------- annotation
 
 
-def annotate(items: list[dict], pool: PoolConfig, backend_factory: Callable | None = None) -> tuple[list[dict], list[str]]:
+def annotate(items: list[dict], pool: PoolConfig, backend_factory: Callable | None = None) -> tuple[list[dict], list[str], dict]:
     """Ask every annotator of ``pool`` about every item in a random shown order; map back to A/B."""
     names = annotator_names(pool.annotators)
     n = len(items)
@@ -299,7 +299,7 @@ def annotate(items: list[dict], pool: PoolConfig, backend_factory: Callable | No
     a_out = [it["output_1"] for it in items]
     b_out = [it["output_2"] for it in items]
     rows = [dict(it, annotations={}) for it in items]
-    columns, weights = [], []
+    columns, weights, infos = [], [], {}
     for k, (spec, name) in enumerate(zip(pool.annotators, names)):
         annotator = build_annotator(spec, name, backend_factory=backend_factory)
         sw = swaps[:, k]
@@ -316,11 +316,12 @@ def annotate(items: list[dict], pool: PoolConfig, backend_factory: Callable | No
             rows[i][f"preference_{name}"] = pref
         columns.append(col)
         weights.append(annotator.weight)
+        infos[name] = dict(annotator.info)
     agg = aggregate_verdicts(columns, weights, pool.aggregate, np.random.default_rng([pool.seed, 2]))
     agg = apply_noise(agg, pool.noise, np.random.default_rng([pool.seed, 3]))
     for r, p in zip(rows, agg):
         r["preference"] = p
-    return rows, names
+    return rows, names, infos
 
 
 def _json_pref(v):
@@ -337,8 +338,11 @@ def run_pairwise(a_path: str | Path, b_path: str | Path, pool: str | Path | Pool
         pool_cfg = pool_cfg.model_copy(update={"seed": seed})
     a_rows, b_rows = load_outputs(a_path), load_outputs(b_path)
     items, unmatched = match_by_instruction(a_rows, b_rows, a_path, b_path)
-    rows, names = annotate(items, pool_cfg, backend_factory=backend_factory)
+    rows, names, infos = annotate(items, pool_cfg, backend_factory=backend_factory)
     summary = summarise(rows, names, n_boot=n_boot, seed=pool_cfg.seed)
+    for name, info in infos.items():
+        if info:
+            summary["annotators"][name]["info"] = info
     summary.update(unmatched)
     summary["generator_a"] = a_rows[0]["generator"]
     summary["generator_b"] = b_rows[0]["generator"]

@@ -130,7 +130,11 @@ def test_majority_aggregate():
     assert aggregate_verdicts(cols, [1, 1, 1], "majority", np.random.default_rng(0)) == [1.0, 1.5, 2.0, 1.0]
 
 
-def test_offline_pool_prefers_simple_safe(tmp_path):
+def test_offline_pool_prefers_simple_safe(tmp_path, monkeypatch):
+    # the toxicity backend is the safety area's choice; pin the light one so this test is about the pool
+    import simplesafe.text.toxicity as toxicity
+
+    monkeypatch.setattr(toxicity, "DEFAULT_BACKEND", "profanity-check")
     a = [{"instruction": f"q{i}", "output": "The sun is hot. It gives us light.", "generator": "simple"} for i in range(5)]
     b = [{"instruction": f"q{i}", "output": "Photospheric thermonuclear fusion processes generate electromagnetic radiation continuously.",
           "generator": "complex"} for i in range(5)]
@@ -138,6 +142,7 @@ def test_offline_pool_prefers_simple_safe(tmp_path):
     assert s["win_rate"] == 1.0
     assert set(s["annotators"]) == {"simplicity", "safety", "composite"}
     assert s["agreement"] is not None
+    assert "implementation" in s["annotators"]["composite"]["info"]
 
 
 def test_bad_inputs(tmp_path):
