@@ -134,9 +134,9 @@ def resolve_path(path: str) -> Path:
     from simplesafe.paths import REPO_DIR
 
     p = Path(path).expanduser()
-    if p.is_absolute() or p.exists():
+    if p.exists():
         return p
-    if (REPO_DIR / p).exists():
+    if not p.is_absolute() and (REPO_DIR / p).exists():
         return REPO_DIR / p
     raise ConfigError(f"source file {path!r} not found (looked in {Path.cwd()} and {REPO_DIR})")
 
