@@ -12,8 +12,9 @@ Text", section 2.2) with its thresholds as defaults:
    validation/test, test loses to validation);
 4. clean and score answers in batches (words, FRE, FKG, toxicity; ``datasets.map``
    with ``num_proc`` workers for large inputs); drop answers under 20 words, not simple
-   (FRE < 60 or FKG >= 9) and exact duplicates; flag low-score (< 4), toxic (> 0.1)
-   and "Edit:" answers, which may appear only as ``rejected`` in RM data;
+   (FRE < 60 or FKG >= 9) and exact duplicates; score toxicity on the survivors; flag
+   low-score (< 4), toxic (> 0.1) and "Edit:" answers, which may appear only as
+   ``rejected`` in RM data;
 5. route each question to exactly one of SFT / RM / RL (:mod:`simplesafe.data.split`);
 6. Simple Wikipedia: reject articles with wiki markup or under 50 words, build leads
    (paragraphs until >= 300 words), drop leads over 500 words or not simple, split
@@ -283,12 +284,25 @@ def _score_answers(cfg, qdocs) -> list[dict]:
                             # the loser of a preference pair is never an SFT target or 'chosen'
                             "dispreferred": q.kind == "pair" and a.score != top})
     scores = score_texts([a["raw"] for a in answers], backend=cfg.toxicity_backend, batch_size=cfg.batch_size,
-                         num_proc=cfg.num_proc, parallel_min_rows=cfg.parallel_min_rows, progress=len(answers) > 2000, clean=True)
+                         num_proc=cfg.num_proc, parallel_min_rows=cfg.parallel_min_rows, progress=len(answers) > 2000,
+                         clean=True, toxicity=False)
     for i, a in enumerate(answers):
         for col, values in scores.items():
             a[col] = values[i]
         a["has_edit"] = a["edit_note"] is not None
     return answers
+
+
+def _score_toxicity(cfg, answers: list[dict]) -> None:
+    """Toxicity for the answers that survived the cheap filters (the model is the slow part)."""
+    from simplesafe.data.scoring import score_texts
+
+    scores = score_texts([a["text"] for a in answers], backend=cfg.toxicity_backend, batch_size=cfg.batch_size,
+                         num_proc=cfg.num_proc, parallel_min_rows=cfg.parallel_min_rows, progress=len(answers) > 2000)
+    for i, a in enumerate(answers):
+        for col in scores:
+            if col not in ("n_words", "fre", "fkg"):
+                a[col] = scores[col][i]
 
 
 def _answer_flags(cfg, a: dict, readable: bool) -> list[str]:
@@ -320,6 +334,7 @@ def _build_qa(cfg, questions, rejects, funnel, rng) -> tuple[dict, list[dict]]:
         hard.append(readab)
     hard.append(ExactDuplicateFilter("text"))
     usable = run_filters(answers, hard, "answer", funnel, rejects)
+    _score_toxicity(cfg, usable)
     by_q: dict[str, list] = {}
     for a in usable:
         readable, _ = readab(a)
@@ -390,10 +405,11 @@ def _build_wiki(cfg, rejects, funnel, rng) -> tuple[dict, list[dict]]:
     if not docs:
         return {s: [] for s in SPLITS}, []
     docs = run_filters(docs, [WikiMarkupFilter("full"), MinWordsFilter(cfg.min_article_words, "article_words")], "wiki", funnel, rejects)
-    scores = score_texts([d["text"] for d in docs], backend=cfg.toxicity_backend, batch_size=cfg.batch_size,
-                         num_proc=cfg.num_proc, parallel_min_rows=cfg.parallel_min_rows, progress=len(docs) > 2000)
+    # no toxicity model on Wikipedia: the report notes encyclopedic text is not toxic
+    scores = score_texts([d["text"] for d in docs], batch_size=cfg.batch_size, num_proc=cfg.num_proc,
+                         parallel_min_rows=cfg.parallel_min_rows, progress=len(docs) > 2000, toxicity=False)
     for i, d in enumerate(docs):
-        for col in ("n_words", "fre", "fkg", "toxicity"):
+        for col in ("n_words", "fre", "fkg"):
             d[col] = scores[col][i]
     scored = list(docs)
     docs = run_filters(docs, [MaxWordsFilter(cfg.lead_max_words), ReadabilityFilter(cfg.min_fre, cfg.max_fkg),

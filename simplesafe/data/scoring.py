@@ -34,7 +34,7 @@ def _scorer(backend: str | None):
     return _SCORERS[key]
 
 
-def _score_batch(texts: list[str], backend: str | None) -> dict[str, list]:
+def _score_batch(texts: list[str], backend: str | None, toxicity: bool = True) -> dict[str, list]:
     from simplesafe.text.readability import readability
 
     texts = [t if isinstance(t, str) else "" for t in texts]
@@ -44,6 +44,8 @@ def _score_batch(texts: list[str], backend: str | None) -> dict[str, list]:
         "fre": [None if np.isnan(r.fre) else float(r.fre) for r in rs],
         "fkg": [None if np.isnan(r.fkg) else float(r.fkg) for r in rs],
     }
+    if not toxicity:
+        return out
     tox = _scorer(backend).score(texts)
     out["toxicity"] = [float(x) for x in tox["toxicity"]]
     for label, values in tox.items():
@@ -52,20 +54,20 @@ def _score_batch(texts: list[str], backend: str | None) -> dict[str, list]:
     return out
 
 
-def _clean_score_batch(texts: list[str], backend: str | None) -> dict[str, list]:
+def _clean_score_batch(texts: list[str], backend: str | None, toxicity: bool = True) -> dict[str, list]:
     """Clean Reddit answers (edit notes flagged), then score the cleaned text."""
     from simplesafe.text.clean import clean_answer
 
     cleaned = [clean_answer(t) for t in texts]
     out = {"text": [c.text for c in cleaned], "edit_note": [c.edit_note for c in cleaned]}
-    out.update(_score_batch(out["text"], backend))
+    out.update(_score_batch(out["text"], backend, toxicity))
     return out
 
 
-def _map_fn(batch, backend=None, clean=False):
+def _map_fn(batch, backend=None, clean=False, toxicity=True):
     if clean:
-        return _clean_score_batch(batch["text"], backend)
-    return _score_batch(batch["text"], backend)
+        return _clean_score_batch(batch["text"], backend, toxicity)
+    return _score_batch(batch["text"], backend, toxicity)
 
 
 def score_texts(
@@ -76,11 +78,15 @@ def score_texts(
     parallel_min_rows: int = 20_000,
     progress: bool = False,
     clean: bool = False,
+    toxicity: bool = True,
 ) -> dict[str, list]:
     """Score ``texts``; returns ``{column: list}`` with one value per text.
 
     With ``clean=True`` the texts are first cleaned as Reddit answers and the result
-    also holds the cleaned ``text`` and the detected ``edit_note`` (or None).
+    also holds the cleaned ``text`` and the detected ``edit_note`` (or None). With
+    ``toxicity=False`` only the readability columns are computed (the toxicity model is
+    the expensive part, so the build scores it only on answers that survive the cheap
+    filters).
     """
     texts = list(texts)
     if num_proc > 1 and len(texts) >= parallel_min_rows:
@@ -89,7 +95,7 @@ def score_texts(
         ds = datasets.Dataset.from_dict({"text": texts})
         scored = ds.map(
             _map_fn, batched=True, batch_size=batch_size, num_proc=num_proc,
-            fn_kwargs={"backend": backend, "clean": clean}, remove_columns=[] if clean else ["text"],
+            fn_kwargs={"backend": backend, "clean": clean, "toxicity": toxicity}, remove_columns=[] if clean else ["text"],
             desc="scoring", load_from_cache_file=False,
         )
         return {col: scored[col] for col in scored.column_names}
@@ -99,14 +105,16 @@ def score_texts(
     starts = range(0, len(texts), batch_size)
     for start in tqdm(starts, desc="scoring", unit="batch", disable=not progress or len(texts) <= batch_size):
         chunk = texts[start: start + batch_size]
-        part = _clean_score_batch(chunk, backend) if clean else _score_batch(chunk, backend)
+        part = _clean_score_batch(chunk, backend, toxicity) if clean else _score_batch(chunk, backend, toxicity)
         for key, values in part.items():
             out.setdefault(key, []).extend(values)
     if not texts:
         out = {"text": [], "edit_note": []} if clean else {}
-        out.update({"n_words": [], "fre": [], "fkg": [], "toxicity": []})
-        for label in getattr(_scorer(backend), "labels", []):
-            out.setdefault(label, [])
+        out.update({"n_words": [], "fre": [], "fkg": []})
+        if toxicity:
+            out["toxicity"] = []
+            for label in getattr(_scorer(backend), "labels", []):
+                out.setdefault(label, [])
     return out
 
 
