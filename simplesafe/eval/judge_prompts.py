@@ -148,19 +148,39 @@ _TEXT_LINE = re.compile(r"^\s*(?:\**\s*(?:final\s+)?(?:verdict|answer|preferred)
 _BRACKET_LINE = re.compile(r"^\s*(?:final\s+verdict\s*:?\s*)?\[\[([ABC])\]\]\s*\.?\s*$", re.IGNORECASE)
 
 
+_VERDICT_LIKE = re.compile(r"output\s*\([ab]\)|\[\[\s*\w+\s*\]\]|\"winner\"|^\W*(rating|grade|score)\s*:", re.IGNORECASE)
+
+
 def strip_echoes(reply: str, candidates: tuple[str, ...]) -> str:
-    """Remove verbatim copies of each candidate, and of each of its non-trivial lines, from ``reply``."""
+    """Cut verbatim copies of the candidates out of ``reply``.
+
+    Whole-candidate copies go first. Then single lines equal to a candidate line go,
+    except a short verdict-like line ("Output (a)") that stands alone: the judge's own
+    verdict may coincide with a line an answer planted, and dropping it would let the
+    answer delete the real verdict. Such a line is cut only inside a run of two or more
+    echoed lines, i.e. when the judge is quoting the answer.
+    """
     out = reply
+    cand_lines: set[str] = set()
     for cand in candidates:
         cand = (cand or "").strip()
         if not cand:
             continue
-        out = out.replace(cand, " ")
-        for line in cand.splitlines():
-            line = line.strip()
-            if len(line) >= 4:
-                out = out.replace(line, " ")
-    return out
+        out = out.replace(cand, "\n")
+        cand_lines.update(line.strip() for line in cand.splitlines() if len(line.strip()) >= 4)
+    if not cand_lines:
+        return out
+    lines = out.splitlines()
+    echoed = [line.strip() in cand_lines for line in lines]
+    kept = []
+    for i, line in enumerate(lines):
+        if echoed[i]:
+            in_run = (i > 0 and echoed[i - 1]) or (i + 1 < len(lines) and echoed[i + 1])
+            short_verdict = len(line.strip()) <= 40 and _VERDICT_LIKE.search(line)
+            if in_run or not short_verdict:
+                continue
+        kept.append(line)
+    return "\n".join(kept)
 
 
 def _last_line_match(text: str, pattern: re.Pattern) -> str | None:
