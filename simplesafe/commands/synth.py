@@ -60,3 +60,79 @@ def self_instruct(
     if stats["reject_reasons"]:
         print_table([{"reason": k, "count": v} for k, v in stats["reject_reasons"].items()], title="rejects")
     typer.echo(f"model calls {stats['model_calls']}, cache hits {stats['cache_hits']}, stopped: {stats['stopped_because']}")
+
+
+@app.command("backtranslate")
+def backtranslate(
+    args: list[str] = OVERRIDES,
+    out: Path = typer.Option(..., "--out", help="output (stage) folder"),
+    input: Path = typer.Option(None, "--input", help="folder with {train,validation,test}.jsonl leads {id, source, text}, or one file"),
+    backend: str = typer.Option(None, "--backend", help=BACKEND_HELP),
+    model: str = typer.Option(None, "--model", help="model name / path"),
+    base_url: str = typer.Option(None, "--base-url", help="openai: server URL"),
+    api_key_env: str = typer.Option(None, "--api-key-env", help="NAME of the env var holding the API key"),
+    max_workers: int = typer.Option(None, "--max-workers", help="openai: concurrent requests"),
+    batch_size: int = typer.Option(None, "--batch-size", help="hf: prompts per batch"),
+    force: bool = FORCE,
+) -> None:
+    """Backtranslate Simple Wikipedia leads into (question, lead) SFT pairs with the report's prompt.
+
+    ARGS: an optional YAML config (section 'backtranslate' of a recipe), then key=value overrides,
+    e.g. limit_per_split=300 params.max_new_tokens=32.
+    """
+    from simplesafe.synth.backtranslate import BacktranslateConfig, run_backtranslation
+
+    config, overrides = split_config_and_overrides(args)
+    extra = _backend_overrides(backend, model, base_url, api_key_env, max_workers, None, None, None, batch_size)
+    if input is not None:
+        extra.append(f"input={input}")
+    cfg = stage_config(BacktranslateConfig, config, extra + overrides, section="backtranslate")
+    stats = run_backtranslation(cfg, out, force=force)
+    print_table([{"split": k, **v} for k, v in stats["splits"].items()], title=f"backtranslation ({stats['generator']})")
+    if stats["reject_reasons"]:
+        print_table([{"reason": k, "count": v} for k, v in stats["reject_reasons"].items()], title="rejects")
+    typer.echo(f"kept {stats['kept']} of {stats['leads']} leads -> {out}; model calls {stats['model_calls']}, "
+               f"cache hits {stats['cache_hits']}, {stats['seconds']}s")
+
+
+@app.command("humpback")
+def humpback(
+    args: list[str] = OVERRIDES,
+    out: Path = typer.Option(..., "--out", help="output (stage) folder"),
+    force: bool = FORCE,
+) -> None:
+    """Humpback (Li et al., 2023): backward model labels passages, the model self-curates them.
+
+    ARGS: an optional YAML config (section 'humpback'), then key=value overrides, e.g.
+    seed_data=runs/demo/data/sft unlabelled=runs/demo/data/wiki/train.jsonl rounds=2 k=4 max_unlabelled=200.
+    """
+    from simplesafe.synth.curate import HumpbackConfig, run_humpback
+
+    config, overrides = split_config_and_overrides(args)
+    cfg = stage_config(HumpbackConfig, config, overrides, section="humpback")
+    stats = run_humpback(cfg, out, force=force)
+    print_table([{k: v for k, v in r.items() if k != "score_histogram"} | r["score_histogram"] for r in stats["rounds"]],
+                title=f"self-curation (k={stats['k']}; score histogram per round)")
+    typer.echo(f"{stats['seed']} seed + {stats['curated']} curated of {stats['candidates']} candidates "
+               f"({stats['passages']} passages) -> {out / 'train.jsonl'}; rejects: {stats['reject_reasons']}")
+
+
+@app.command("select")
+def select(
+    args: list[str] = OVERRIDES,
+    out: Path = typer.Option(..., "--out", help="output (stage) folder"),
+    force: bool = FORCE,
+) -> None:
+    """LIMA-style selection: the N best rows by a quality column, balanced over clusters or sources.
+
+    ARGS: an optional YAML config (section 'select'), then key=value overrides, e.g.
+    input=runs/hb/round_2/scored.jsonl n=1000 quality_field=score diversity=clusters num_clusters=20.
+    """
+    from simplesafe.synth.select import SelectConfig, run_select
+
+    config, overrides = split_config_and_overrides(args)
+    cfg = stage_config(SelectConfig, config, overrides, section="select")
+    mix = run_select(cfg, out, force=force)
+    print_table(mix["per_group"], title=f"selected {mix['selected']} of {mix['available']} ({mix['diversity']})")
+    typer.echo(f"mean {cfg.quality_field}: selected {mix['mean_quality_selected']} vs all {mix['mean_quality_all']} "
+               f"-> {out / 'selected.jsonl'}")

@@ -116,6 +116,7 @@ class Backend(abc.ABC):
 
     def __init__(self, model: str, cache=None):
         self.model = model
+        self.cache_model = model  # the model's identity in cache keys (a weights digest for retrained models)
         self.cache = cache  # a simplesafe.llm.cache.GenerationCache or None
         self.calls = 0  # uncached prompts sent to the model (for stats and tests)
         self.cache_hits = 0
@@ -131,7 +132,7 @@ class Backend(abc.ABC):
         params = params or GenParams()
         prompts = [normalise_prompt(p) for p in prompts]
         results: list[Generation | None] = [None] * len(prompts)
-        keys = [cache_key(self.name, self.model, p, params) for p in prompts]
+        keys = [cache_key(self.name, self.cache_model, p, params) for p in prompts]
         todo: list[int] = []
         if self.cache is not None:
             found = self.cache.get_many(keys)

@@ -26,8 +26,10 @@ class HFBackend(Backend):
     name = "hf"
 
     def __init__(self, model: str, batch_size: int = 16, dtype: str = "float32", max_prompt_tokens: int = 1024,
-                 cache=None, loaded=None):
+                 cache=None, loaded=None, cache_model: str | None = None):
         super().__init__(model, cache)
+        if cache_model:
+            self.cache_model = cache_model
         self.batch_size = batch_size
         self.max_prompt_tokens = max_prompt_tokens
         if loaded is not None:
@@ -38,15 +40,17 @@ class HFBackend(Backend):
             self.tok = load_tokenizer(model, padding_side="left")
             self.lm = load_causal_lm(model, dtype=dtype)
         self.tok.padding_side = "left"
-        self.tok.truncation_side = "left"
         if self.tok.pad_token is None:
             self.tok.pad_token = self.tok.eos_token
         self.lm.eval()
+        # Prompt + answer must fit the model's positions (the tiny model has 256).
+        self.max_positions = getattr(getattr(self.lm, "config", None), "max_position_embeddings", None)
 
     @classmethod
-    def from_model(cls, lm, tokenizer, name: str, batch_size: int = 16, cache=None) -> "HFBackend":
-        """Wrap an already-loaded model (``name`` is its cache identity: use a path or digest)."""
-        return cls(name, batch_size=batch_size, cache=cache, loaded=(lm, tokenizer))
+    def from_model(cls, lm, tokenizer, name: str, batch_size: int = 16, cache=None,
+                   cache_model: str | None = None) -> "HFBackend":
+        """Wrap an already-loaded model (``cache_model`` is its cache identity, e.g. a weights digest)."""
+        return cls(name, batch_size=batch_size, cache=cache, loaded=(lm, tokenizer), cache_model=cache_model)
 
     def render(self, prompt: Prompt) -> str:
         if isinstance(prompt, str):
@@ -56,35 +60,52 @@ class HFBackend(Backend):
         # No template: a plain transcript that still ends with the assistant's turn.
         return "\n".join(f"{m['role']}: {m['content']}" for m in prompt) + "\nassistant:"
 
+    def prompt_limit(self, params: GenParams) -> int:
+        limit = self.max_prompt_tokens
+        if isinstance(self.max_positions, int) and self.max_positions > 0:
+            limit = min(limit, self.max_positions - params.max_new_tokens)
+        return max(1, limit)
+
+    def _encode(self, prompt: Prompt, limit: int) -> list[int]:
+        # Plain strings get the tokenizer's special tokens (BOS for Llama-style models);
+        # chat templates write their own, so rendered chats get none.
+        ids = self.tok(self.render(prompt), add_special_tokens=isinstance(prompt, str))["input_ids"]
+        return ids[-limit:]  # keep the end: the request to answer is there
+
     def _generate_uncached(self, prompts: list[Prompt], params: GenParams, on_done: OnDone) -> list[Generation]:
         import torch
 
-        texts = [self.render(p) for p in prompts]
-        lengths = [len(self.tok(t, add_special_tokens=False)["input_ids"]) for t in texts]
-        order = sorted(range(len(texts)), key=lambda i: -lengths[i])
-        results: list[Generation | None] = [None] * len(texts)
+        limit = self.prompt_limit(params)
+        encoded = [self._encode(p, limit) for p in prompts]
+        order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
+        results: list[Generation | None] = [None] * len(encoded)
         do_sample = params.temperature > 0
+        pad = self.tok.pad_token_id
         for b, start in enumerate(range(0, len(order), self.batch_size)):
             idx = order[start: start + self.batch_size]
-            enc = self.tok([texts[i] for i in idx], return_tensors="pt", padding=True, truncation=True,
-                           max_length=self.max_prompt_tokens, add_special_tokens=False)
-            enc = {k: v.to(self.lm.device) for k, v in enc.items()}
+            width = max(len(encoded[i]) for i in idx)
+            input_ids = torch.full((len(idx), width), pad, dtype=torch.long)
+            attention = torch.zeros((len(idx), width), dtype=torch.long)
+            for row, i in enumerate(idx):  # left padding
+                ids = encoded[i]
+                input_ids[row, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
+                attention[row, width - len(ids):] = 1
             kwargs = dict(max_new_tokens=params.max_new_tokens, do_sample=do_sample, use_cache=True,
-                          pad_token_id=self.tok.pad_token_id, eos_token_id=self.tok.eos_token_id)
+                          pad_token_id=pad, eos_token_id=self.tok.eos_token_id)
             if do_sample:
                 kwargs.update(temperature=params.temperature, top_p=params.top_p)
                 # Seeded per batch so a given (prompts, params) call is reproducible.
                 torch.manual_seed((params.seed or 0) * 100_003 + b)
             try:
                 with torch.no_grad():
-                    out = self.lm.generate(**enc, **kwargs)
+                    out = self.lm.generate(input_ids=input_ids.to(self.lm.device),
+                                           attention_mask=attention.to(self.lm.device), **kwargs)
             except (RuntimeError, ValueError) as exc:  # e.g. out of memory on one batch
                 for i in idx:
                     results[i] = Generation("", error=f"generation failed: {type(exc).__name__}: {str(exc)[:200]}")
                     on_done(i, results[i])
                 continue
-            new = out[:, enc["input_ids"].shape[1]:]
-            decoded = self.tok.batch_decode(new, skip_special_tokens=True)
+            decoded = self.tok.batch_decode(out[:, width:], skip_special_tokens=True)
             for i, text in zip(idx, decoded):
                 results[i] = Generation(apply_stop(text, params.stop).strip())
                 on_done(i, results[i])
