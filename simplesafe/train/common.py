@@ -247,3 +247,19 @@ def log_history_losses(history: list[dict]) -> tuple[list[float], list[float]]:
     train = [h["loss"] for h in history if "loss" in h and "eval_loss" not in h]
     evals = [h["eval_loss"] for h in history if "eval_loss" in h]
     return train, evals
+
+
+def save_model_into(model, tokenizer, out_dir: str | Path) -> None:
+    """Save model + tokenizer files into an existing stage folder (which also holds logs and configs).
+
+    Written to a temp folder first, then moved file by file, so a crash never leaves a
+    half-written weights file under its final name.
+    """
+    from simplesafe.models.load import save_pretrained
+
+    out_dir = Path(out_dir)
+    tmp = out_dir / ".model-tmp"
+    save_pretrained(model, tokenizer, tmp)
+    for f in tmp.iterdir():
+        f.replace(out_dir / f.name)
+    tmp.rmdir()

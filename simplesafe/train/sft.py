@@ -45,6 +45,7 @@ from simplesafe.train.common import (
     log_history_losses,
     peft_config,
     read_split,
+    save_model_into,
     split_paths,
     training_arguments,
 )
@@ -208,26 +209,15 @@ def train_sft(model_name_or_path: str, train_rows: list[dict], eval_rows: list[d
             merged = merge_adapter(model_name_or_path, adapter_dir, None,
                                    mode="careful" if cfg.method == "qlora" else "simple",
                                    dtype="float32" if cfg.method == "lora" else "bfloat16")
-            _save_into(merged, tokenizer, out_dir)
+            save_model_into(merged, tokenizer, out_dir)
             metrics["merged"] = "careful" if cfg.method == "qlora" else "simple"
     else:
-        _save_into(trained, tokenizer, out_dir)
+        save_model_into(trained, tokenizer, out_dir)
     metrics["seconds"] = round(time.time() - t0, 2)
     metrics["train_tokens_per_second"] = round(n_tokens * metrics["epochs_run"] / max(result.metrics["train_runtime"], 1e-9), 1)
     write_json(out_dir / "metrics.json", metrics)
     shutil.rmtree(ckpt_dir, ignore_errors=True)
     return metrics
-
-
-def _save_into(model, tokenizer, out_dir: Path) -> None:
-    """Save model files into an existing stage folder (which also holds logs and configs)."""
-    from simplesafe.models.load import save_pretrained
-
-    tmp = out_dir / ".model-tmp"
-    save_pretrained(model, tokenizer, tmp)
-    for f in tmp.iterdir():
-        f.replace(out_dir / f.name)
-    tmp.rmdir()
 
 
 def load_sft_rows(cfg: SFTStageConfig) -> tuple[list[dict], list[dict]]:

@@ -1,0 +1,480 @@
+"""Reward models (the report's RLHF step 2): a scalar head trained with the weighted Bradley-Terry loss.
+
+A reward model reads a question and an answer and returns one number; it is fitted on
+``(prompt, chosen, rejected)`` pairs so that the chosen answer scores higher
+(:func:`~simplesafe.train.losses.bradley_terry.bradley_terry_loss`, Ouyang et al., 2022).
+Each pair carries curation's weight ``1/C(K,2)`` and optionally a margin. TRL's
+``RewardTrainer`` has neither per-pair weights nor encoder pair inputs, so the loop is
+written here: one readable epoch loop through ``accelerate`` (so ``accelerate launch``
+runs it on several GPUs or processes), evaluation after each epoch, the best epoch by
+validation loss kept, pairwise accuracy reported on validation and test.
+
+Named reward models, one per aspect the report wants to judge separately (its footnote 1):
+
+- ``helpfulness``: curated preference pairs (``data build`` writes ``rm/{train,validation,test}.jsonl``).
+- ``safety``: Anthropic hh-rlhf harmless pairs; the prompt is the dialogue before the final
+  ``"\\n\\nAssistant:"``, chosen/rejected are the final assistant turns.
+- ``simplicity``: Simple English Wikipedia (chosen) vs the aligned English Wikipedia article
+  (rejected), line-aligned files. The prompt is empty and the reward model judges the
+  answer alone (``use_prompt: false``, stored with the model so scoring drops prompts too):
+  simplicity is a property of the text, not of the question.
+
+Backbones: an encoder (default: the bundled all-MiniLM-L6-v2, question and answer as a
+sentence pair) or a causal LM (e.g. the SFT model; the report's choice), each loaded
+with ``AutoModelForSequenceClassification(num_labels=1)``.
+
+    simplesafe train rm name=safety out=runs/x/rm-safety
+    simplesafe train rm name=helpfulness data=runs/x/data/rm backbone=runs/x/sft out=runs/x/rm-help
+
+The output folder is an ordinary sequence-classification model (safetensors + tokenizer)
+with ``reward_config.json`` describing how to build its inputs; score with
+:func:`score_texts` / :func:`score_pairs`.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import Field
+
+from simplesafe.atomic import write_json
+from simplesafe.config import StageConfig
+from simplesafe.errors import ConfigError, DataError
+from simplesafe.paths import bundled_data_dir
+from simplesafe.train.common import REPORT_TEMPLATE, DataConfigMixin, read_split, split_paths
+
+log = logging.getLogger(__name__)
+
+PairSource = Literal["auto", "rm_rows", "hh_rlhf", "simple_vs_english"]
+REWARD_CONFIG = "reward_config.json"
+_DEFAULT_SOURCE = {"helpfulness": "rm_rows", "safety": "hh_rlhf", "simplicity": "simple_vs_english"}
+
+
+class RewardStageConfig(DataConfigMixin, StageConfig):
+    """One named reward model. Defaults: MiniLM backbone, weighted Bradley-Terry, no margin."""
+
+    name: str = Field("helpfulness", description="helpfulness | safety | simplicity | any name (with pairs: set)")
+    pairs: PairSource = Field("auto", description="row format of data: rm_rows ({prompt, chosen, rejected, weight}), "
+                              "hh_rlhf (dialogue pairs), simple_vs_english (two line-aligned text files); "
+                              "auto: by name")
+    simple_file: str | None = Field(None, description="simple_vs_english: simple texts, one per line (default: bundled)")
+    english_file: str | None = Field(None, description="simple_vs_english: aligned complex texts (default: bundled)")
+    backbone: str = Field("embedded:minilm", description="encoder or causal LM: hub id, local folder, embedded:minilm")
+    out: str | None = Field(None, description="output folder (CLI default: runs/rm-<name>)")
+    use_prompt: bool | None = Field(None, description="feed the question to the model (default: all but simplicity)")
+    template: str = Field(REPORT_TEMPLATE, description="causal backbone: prompt format before the answer")
+    max_length: int = Field(256, ge=8, description="tokens per (question, answer) input")
+    lr: float = Field(5e-5, gt=0)
+    epochs: int = Field(2, ge=1, description="most epochs; the best by validation loss is kept")
+    batch_size: int = Field(16, ge=1, description="pairs per step")
+    grad_accum: int = Field(1, ge=1)
+    warmup_ratio: float = Field(0.05, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    train_layers: int | None = Field(None, ge=0, description="train only the top N transformer layers and the "
+                                     "head (the rest frozen: ~2x faster on CPU); none: train all")
+    use_weights: bool = Field(True, description="use the rows' pair weights (1/C(K,2)); false: all 1")
+    margin: float = Field(0.0, ge=0, description="constant margin added to every pair (Llama 2 style)")
+    margin_field: str | None = Field(None, description="row field holding a per-pair margin (added to `margin`)")
+    early_stopping_patience: int | None = Field(1, ge=1)
+    validation_fraction: float = Field(0.1, gt=0, lt=0.5, description="hh_rlhf / simple_vs_english: share held out")
+    test_fraction: float = Field(0.1, gt=0, lt=0.5)
+    max_train_rows: int | None = Field(None, ge=1, description="use only N training pairs (demo, tests)")
+    max_eval_rows: int | None = Field(None, ge=1, description="cap validation and test pairs")
+    seed: int = 0
+
+    def source(self) -> str:
+        if self.pairs != "auto":
+            return self.pairs
+        if self.name not in _DEFAULT_SOURCE:
+            raise ConfigError(f"reward model '{self.name}': set pairs: rm_rows | hh_rlhf | simple_vs_english "
+                              f"(only {', '.join(_DEFAULT_SOURCE)} have a default)")
+        return _DEFAULT_SOURCE[self.name]
+
+    def prompt_used(self) -> bool:
+        return self.use_prompt if self.use_prompt is not None else self.source() != "simple_vs_english"
+
+
+# --------------------------------------------------------------------------- data
+
+def _bucket(key: str, val: float, test: float) -> str:
+    """Deterministic split by a hash of the question, so a question never spans two splits."""
+    x = int(hashlib.sha256(key.encode("utf-8")).hexdigest()[:8], 16) / 2**32
+    return "test" if x < test else "validation" if x < test + val else "train"
+
+
+def split_hh_dialogue(text: str) -> tuple[str, str]:
+    """hh-rlhf: (dialogue before the final assistant turn, that turn's text)."""
+    marker = "\n\nAssistant:"
+    idx = text.rfind(marker)
+    if idx < 0:
+        raise ValueError("no '\\n\\nAssistant:' turn")
+    return text[:idx].strip(), text[idx + len(marker):].strip()
+
+
+def hh_rlhf_pairs(paths: list[Path]) -> list[dict]:
+    from simplesafe.io import read_rows, require
+
+    out = []
+    for path in paths:
+        for line, row in read_rows(path):
+            try:
+                p_c, chosen = split_hh_dialogue(require(row, "chosen", path, line))
+                p_r, rejected = split_hh_dialogue(require(row, "rejected", path, line))
+            except ValueError as exc:
+                raise DataError(path, line, "chosen", str(exc)) from None
+            if p_c != p_r:
+                raise DataError(path, line, "rejected", "the dialogue before the final turn differs from 'chosen'")
+            if not chosen or not rejected:
+                continue  # an empty final turn gives no preference signal
+            out.append({"prompt": p_c, "chosen": chosen, "rejected": rejected, "weight": 1.0,
+                        "_where": f"{path}:{line}", "_key": p_c})
+    return out
+
+
+def simple_vs_english_pairs(simple_file: Path, english_file: Path) -> list[dict]:
+    from simplesafe.io import read_lines
+    from simplesafe.text.detok import detokenize
+
+    simple = list(read_lines(simple_file))
+    english = list(read_lines(english_file))
+    if len(simple) != len(english):
+        raise DataError(english_file, None, None, f"has {len(english)} lines but {simple_file} has {len(simple)}; "
+                        "the two files must be line-aligned")
+    out = []
+    for (line, s), (_, e) in zip(simple, english):
+        s, e = detokenize(s.strip()), detokenize(e.strip())
+        if not s or not e or s == e:
+            continue
+        out.append({"prompt": "", "chosen": s, "rejected": e, "weight": 1.0,
+                    "_where": f"{simple_file}:{line}", "_key": f"line{line}"})
+    return out
+
+
+def load_pairs(cfg: RewardStageConfig) -> dict[str, list[dict]]:
+    """``{"train", "validation", "test"}`` lists of pair rows for ``cfg``."""
+    src = cfg.source()
+    if src == "rm_rows":
+        if not cfg.data:
+            raise ConfigError(f"reward model '{cfg.name}': data must name the RM dataset folder or files")
+        fields = ("prompt", "chosen", "rejected")
+        optional = {"weight": 1.0}
+        if cfg.margin_field:
+            optional[cfg.margin_field] = 0.0
+        # an empty prompt is allowed: some pair sets judge the answer alone
+        splits = {
+            "train": read_split(split_paths(cfg.data, "train"), fields, optional, allow_empty=("prompt",)),
+            "validation": read_split(split_paths(cfg.data, "validation", cfg.validation), fields, optional,
+                                     allow_empty=("prompt",)),
+            "test": read_split(split_paths(cfg.data, "test", cfg.test), fields, optional, allow_empty=("prompt",)),
+        }
+    else:
+        if src == "hh_rlhf":
+            files = [Path(p) for p in cfg.data] or [bundled_data_dir() / "hh-rlhf" / "harmless_base_sample.jsonl.gz"]
+            rows = hh_rlhf_pairs(files)
+        else:
+            sdir = bundled_data_dir() / "simplewiki"
+            rows = simple_vs_english_pairs(Path(cfg.simple_file or sdir / "simple_aligned.txt"),
+                                           Path(cfg.english_file or sdir / "english_articles.txt"))
+        splits = {"train": [], "validation": [], "test": []}
+        for r in rows:
+            splits[_bucket(r["_key"], cfg.validation_fraction, cfg.test_fraction)].append(r)
+    for name, rows in splits.items():
+        for r in rows:
+            w = r.get("weight", 1.0)
+            if not isinstance(w, (int, float)) or isinstance(w, bool) or w < 0 or not math.isfinite(w):
+                raise DataError(r.get("_where", "?"), None, "weight", f"must be a non-negative number, got {w!r}")
+    if cfg.max_train_rows:
+        splits["train"] = splits["train"][: cfg.max_train_rows]
+    if cfg.max_eval_rows:
+        splits["validation"] = splits["validation"][: cfg.max_eval_rows]
+        splits["test"] = splits["test"][: cfg.max_eval_rows]
+    if not splits["train"]:
+        raise DataError(cfg.data[0] if cfg.data else src, None, None, f"no training pairs for reward model '{cfg.name}'")
+    return splits
+
+
+# --------------------------------------------------------------------------- inputs
+
+def is_causal_backbone(model) -> bool:
+    return bool(getattr(model.config, "is_decoder", False)) or model.config.model_type in (
+        "llama", "mistral", "gpt2", "qwen2", "qwen3", "gemma", "gemma2", "phi", "phi3", "gpt_neox", "opt")
+
+
+def encode(tokenizer, prompts: list[str], responses: list[str], spec: dict) -> dict:
+    """Tokenise (question, answer) inputs the way ``spec`` (the model's reward_config) says."""
+    if spec["kind"] == "encoder":
+        if spec["use_prompt"]:
+            return tokenizer(prompts, responses, truncation="longest_first", max_length=spec["max_length"])
+        return tokenizer(responses, truncation=True, max_length=spec["max_length"])
+    from simplesafe.train.common import format_prompt
+
+    texts = []
+    for p, r in zip(prompts, responses):
+        texts.append((format_prompt(p, spec["template"], tokenizer) + " " + r.strip()) if spec["use_prompt"] else r.strip())
+    # keep the end: the score is read at the last token, which must be the answer's
+    tokenizer.truncation_side = "left"
+    return tokenizer(texts, truncation=True, max_length=spec["max_length"])
+
+
+def freeze_lower_layers(model, train_layers: int) -> None:
+    """Freeze embeddings and all but the top ``train_layers`` transformer blocks."""
+    import torch.nn as nn
+
+    blocks = None
+    for module in model.modules():
+        if isinstance(module, nn.ModuleList) and len(module) > 0 and module is not model:
+            blocks = module  # the (first) stack of transformer blocks: encoder.layer / model.layers
+            break
+    if blocks is None:
+        raise ConfigError(f"train_layers: cannot find the transformer blocks of {type(model).__name__}")
+    keep = {id(p) for block in list(blocks)[len(blocks) - train_layers:] if train_layers for p in block.parameters()}
+    head_names = ("classifier", "score", "pooler", "norm")
+    for name, p in model.named_parameters():
+        top_level = name.split(".")
+        is_head = any(part in head_names for part in top_level[-3:]) and not any(part.isdigit() for part in top_level)
+        p.requires_grad = id(p) in keep or is_head
+
+
+def _pad(tokenizer, features: list[dict]):
+    return tokenizer.pad(features, padding=True, return_tensors="pt")
+
+
+def _rewards(model, batch) -> "torch.Tensor":  # noqa: F821
+    return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                 **({"token_type_ids": batch["token_type_ids"]} if "token_type_ids" in batch else {})).logits[:, 0]
+
+
+class _PairData:
+    """Pre-tokenised pairs; the collator pads chosen and rejected into one batch (chosen first)."""
+
+    def __init__(self, tokenizer, rows: list[dict], spec: dict, cfg: RewardStageConfig):
+        enc_c = encode(tokenizer, [r["prompt"] for r in rows], [r["chosen"] for r in rows], spec)
+        enc_r = encode(tokenizer, [r["prompt"] for r in rows], [r["rejected"] for r in rows], spec)
+        keys = [k for k in enc_c.keys() if k in ("input_ids", "attention_mask", "token_type_ids")]
+        self.items = []
+        for i, r in enumerate(rows):
+            margin = cfg.margin + (float(r.get(cfg.margin_field, 0.0)) if cfg.margin_field else 0.0)
+            self.items.append({
+                "chosen": {k: enc_c[k][i] for k in keys}, "rejected": {k: enc_r[k][i] for k in keys},
+                "weight": float(r.get("weight", 1.0)) if cfg.use_weights else 1.0, "margin": margin,
+            })
+        self.tokenizer = tokenizer
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.items[i]
+
+    def collate(self, items):
+        import torch
+
+        batch = _pad(self.tokenizer, [it["chosen"] for it in items] + [it["rejected"] for it in items])
+        batch["weight"] = torch.tensor([it["weight"] for it in items], dtype=torch.float32)
+        batch["margin"] = torch.tensor([it["margin"] for it in items], dtype=torch.float32)
+        return batch
+
+
+def _evaluate(model, loader, accelerator) -> dict:
+    import torch
+
+    from simplesafe.train.losses import bradley_terry_loss
+
+    model.eval()
+    cs, rs, ws, ms = [], [], [], []
+    with torch.no_grad():
+        for batch in loader:
+            rewards = _rewards(model, batch).float()
+            c, r = rewards.chunk(2)
+            c, r, w, m = accelerator.gather_for_metrics((c, r, batch["weight"], batch["margin"]))
+            cs.append(c), rs.append(r), ws.append(w), ms.append(m)
+    model.train()
+    if not cs:
+        return {}
+    c, r, w, m = (torch.cat(x) for x in (cs, rs, ws, ms))
+    from simplesafe.train.losses import pairwise_accuracy
+
+    return {"loss": float(bradley_terry_loss(c, r, w, m)), "accuracy": pairwise_accuracy(c, r),
+            "accuracy_weighted": pairwise_accuracy(c, r, w), "mean_margin": float((c - r).mean()), "n": int(c.numel())}
+
+
+# --------------------------------------------------------------------------- training
+
+def train_reward_model(cfg: RewardStageConfig, out_dir: str | Path, splits: dict[str, list[dict]] | None = None,
+                       progress: bool = True) -> dict:
+    """Train one reward model, save it in ``out_dir``, return (and write) ``metrics.json``."""
+    import torch
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed as acc_set_seed
+    from torch.utils.data import DataLoader
+    from tqdm.auto import tqdm
+    from transformers import get_linear_schedule_with_warmup
+
+    from simplesafe.models.load import load_sequence_classifier, load_tokenizer
+    from simplesafe.train.common import has_gpu, save_model_into
+    from simplesafe.train.losses import bradley_terry_loss
+
+    t0 = time.time()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    splits = splits or load_pairs(cfg)
+    accelerator = Accelerator(cpu=not has_gpu(), gradient_accumulation_steps=cfg.grad_accum,
+                              mixed_precision="bf16" if has_gpu() else "no")
+    acc_set_seed(cfg.seed)
+    tokenizer = load_tokenizer(cfg.backbone)
+    model = load_sequence_classifier(cfg.backbone, num_labels=1)
+    kind = "causal" if is_causal_backbone(model) else "encoder"
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id  # causal heads read the last non-pad token
+    if cfg.train_layers is not None:
+        freeze_lower_layers(model, cfg.train_layers)
+    spec = {"kind": kind, "use_prompt": cfg.prompt_used(), "template": cfg.template,
+            "max_length": cfg.max_length, "name": cfg.name, "source": cfg.source()}
+
+    data = {k: _PairData(tokenizer, v, spec, cfg) for k, v in splits.items() if v}
+    gen = torch.Generator().manual_seed(cfg.seed)
+    train_loader = DataLoader(data["train"], batch_size=cfg.batch_size, shuffle=True, generator=gen,
+                              collate_fn=data["train"].collate)
+    eval_loaders = {k: DataLoader(d, batch_size=max(cfg.batch_size, 32), collate_fn=d.collate)
+                    for k, d in data.items() if k != "train"}
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps = math.ceil(len(train_loader) / cfg.grad_accum) * cfg.epochs
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * steps), steps)
+    model, optimizer, train_loader, scheduler = accelerator.prepare(model, optimizer, train_loader, scheduler)
+    eval_loaders = {k: accelerator.prepare(v) for k, v in eval_loaders.items()}
+
+    history, train_losses = [], []
+    best, best_state, best_epoch, bad_epochs = math.inf, None, 0, 0
+    model.train()
+    for epoch in range(1, cfg.epochs + 1):
+        bar = tqdm(train_loader, desc=f"rm {cfg.name} epoch {epoch}", disable=not progress or not accelerator.is_main_process)
+        for batch in bar:
+            with accelerator.accumulate(model):
+                rewards = _rewards(model, batch).float()
+                c, r = rewards.chunk(2)
+                loss = bradley_terry_loss(c, r, batch["weight"], batch["margin"])
+                accelerator.backward(loss)
+                if accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_(model.parameters(), 1.0)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad()
+            train_losses.append(loss.item())
+            bar.set_postfix(loss=f"{train_losses[-1]:.4f}")
+        entry = {"epoch": epoch, "train_loss": float(np.mean(train_losses[-len(train_loader):]))}
+        if "validation" in eval_loaders:
+            val = _evaluate(model, eval_loaders["validation"], accelerator)
+            entry.update({f"validation_{k}": v for k, v in val.items()})
+            if val["loss"] < best - 1e-6:
+                best, best_epoch, bad_epochs = val["loss"], epoch, 0
+                best_state = {k: v.detach().cpu().clone() for k, v in accelerator.unwrap_model(model).state_dict().items()}
+            else:
+                bad_epochs += 1
+        history.append(entry)
+        log.info("rm %s epoch %d: %s", cfg.name, epoch, entry)
+        if cfg.early_stopping_patience and bad_epochs >= cfg.early_stopping_patience:
+            break
+    unwrapped = accelerator.unwrap_model(model)
+    if best_state is not None:
+        unwrapped.load_state_dict(best_state)
+    final = {k: _evaluate(model, loader, accelerator) for k, loader in eval_loaders.items()}
+    metrics = {
+        "name": cfg.name, "source": cfg.source(), "backbone": cfg.backbone, "kind": kind,
+        "use_prompt": spec["use_prompt"], "n_train": len(splits["train"]),
+        "n_validation": len(splits.get("validation", [])), "n_test": len(splits.get("test", [])),
+        "epochs_run": len(history), "best_epoch": best_epoch or len(history),
+        "train_loss_first": train_losses[0], "train_loss_last": train_losses[-1], "history": history,
+    }
+    for split, res in final.items():
+        for k, v in res.items():
+            metrics[f"{split}_{k}"] = v
+    metrics["seconds"] = round(time.time() - t0, 2)
+    if accelerator.is_main_process:
+        save_model_into(unwrapped, tokenizer, out_dir)
+        write_json(out_dir / REWARD_CONFIG, spec)
+        write_json(out_dir / "metrics.json", metrics)
+    accelerator.wait_for_everyone()
+    return metrics
+
+
+def run_reward(cfg: RewardStageConfig, out_dir: str | Path, force: bool = False) -> dict:
+    """The ``train rm`` stage: a finished stage is skipped and its metrics returned."""
+    from simplesafe.runs import stage
+
+    out_dir = Path(out_dir)
+    splits = load_pairs(cfg)
+    inputs = [p for p in cfg.data if Path(p).exists()]
+    with stage(out_dir.parent, out_dir.name, cfg, inputs=inputs, seed=cfg.seed, force=force) as st:
+        if st.skipped:
+            return json.loads((out_dir / "metrics.json").read_text())
+        metrics = train_reward_model(cfg, out_dir, splits)
+    return metrics
+
+
+# --------------------------------------------------------------------------- scoring
+
+class RewardModel:
+    """A trained reward model ready to score; ``RewardModel(path).score(prompts, responses)``."""
+
+    def __init__(self, path: str | Path, device: str | None = None):
+        import torch
+
+        from simplesafe.errors import ModelLoadError
+        from simplesafe.models.load import load_sequence_classifier, load_tokenizer
+
+        self.path = Path(path)
+        spec_file = self.path / REWARD_CONFIG
+        if not spec_file.exists():
+            raise ModelLoadError(f"{self.path}: not a simplesafe reward model (no {REWARD_CONFIG}); "
+                                 "train one with `simplesafe train rm`")
+        self.spec = json.loads(spec_file.read_text())
+        self.tokenizer = load_tokenizer(str(self.path))
+        self.model = load_sequence_classifier(str(self.path)).eval()
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.model.to(self.device)
+
+    def score(self, prompts: list[str] | None, responses: list[str], batch_size: int = 32) -> np.ndarray:
+        import torch
+
+        prompts = list(prompts) if prompts is not None else [""] * len(responses)
+        if len(prompts) != len(responses):
+            raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+        out = []
+        with torch.no_grad():
+            for i in range(0, len(responses), batch_size):
+                enc = encode(self.tokenizer, prompts[i: i + batch_size], responses[i: i + batch_size], self.spec)
+                batch = {k: v.to(self.device) for k, v in _pad(self.tokenizer, [
+                    {k: enc[k][j] for k in enc.keys()} for j in range(len(enc["input_ids"]))]).items()}
+                out.append(_rewards(self.model, batch).float().cpu().numpy())
+        return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
+
+
+_CACHE: dict[str, RewardModel] = {}
+
+
+def load_reward_model(path: str | Path) -> RewardModel:
+    """Cached per process: PPO and evaluation score many batches with the same model."""
+    key = str(Path(path).resolve())
+    if key not in _CACHE:
+        _CACHE[key] = RewardModel(path)
+    return _CACHE[key]
+
+
+def score_texts(rm_dir: str | Path, prompts: list[str] | None, responses: list[str], batch_size: int = 32) -> np.ndarray:
+    """Reward of each (prompt, response); prompts are ignored by models trained with ``use_prompt: false``."""
+    return load_reward_model(rm_dir).score(prompts, responses, batch_size)
+
+
+def score_pairs(rm_dir: str | Path, prompts: list[str], chosen: list[str], rejected: list[str],
+                batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """Rewards of the chosen and the rejected answers; ``(c > r).mean()`` is the pairwise accuracy."""
+    rm = load_reward_model(rm_dir)
+    return rm.score(prompts, chosen, batch_size), rm.score(prompts, rejected, batch_size)
