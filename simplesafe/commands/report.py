@@ -9,8 +9,10 @@ from pathlib import Path
 
 import typer
 
+# `report` is a group in the CLI (cli.py adds every area as a sub-app); its callback does the work, and
+# interspersed args let the options follow RUN_DIR as in `simplesafe report RUN_DIR --out FILE`.
 app = typer.Typer(help="Render a run directory into one self-contained HTML report.", no_args_is_help=True,
-                  invoke_without_command=True)
+                  invoke_without_command=True, context_settings={"allow_interspersed_args": True})
 
 
 @app.callback(invoke_without_command=True)
