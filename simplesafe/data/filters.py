@@ -268,7 +268,7 @@ def run_filters(
                 if rejects is not None:
                     rejects.append(reject_record(doc, stage, f"{flt.name}: {reason}"))
         if funnel is not None:
-            for split in set(n_kept) | set(n_rej) or {"all"}:
+            for split in set(n_kept) | set(n_rej):  # nothing to count when no docs reached this step
                 funnel.add(f"{stage}/{flt.name}", split, n_kept[split], n_rej[split])
         kept = survivors
     return kept

@@ -276,7 +276,7 @@ def _score_answers(cfg, qdocs) -> list[dict]:
         q = d["q"]
         d["prefer"] = _route_preference(cfg, q)
         if d["prefer"] == "rl":
-            continue  # RL needs only the question
+            continue  # RL needs only the question; its answers are recorded as unused rejects
         top = max((a.score for a in q.answers if a.score is not None), default=None)
         for a in q.answers:
             answers.append({"id": a.id, "question_id": q.id, "source": q.source, "split": q.split,
@@ -368,6 +368,10 @@ def _build_qa(cfg, questions, rejects, funnel, rng) -> tuple[dict, list[dict]]:
                 })
         else:
             out["rl"][q.split].append({"id": f"{q.id}:rl", **base, "prompt": d["text"]})
+            if d.get("prefer") == "rl":
+                for a in q.answers:
+                    rejects.append({"id": a.id, "stage": "route", "question_id": q.id, "split": q.split, "source": q.source,
+                                    "reason": "not used: question sampled for RL prompts (pairs_to_rl_fraction)", "scores": {}})
         for a in qa:
             if a.id not in used:
                 why = "; ".join(a.flags) if a.flags and route.dataset != "rm" else f"not used: question went to {route.dataset} ({route.reason})"
