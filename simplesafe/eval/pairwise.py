@@ -64,14 +64,50 @@ SHIPPED_POOLS = ("length", "offline")
 # ---------------------------------------------------------------- inputs
 
 
+def _read_json_or_jsonl(path: Path):
+    """(line, row) pairs from a JSON list or JSONL file, whatever its extension says (AlpacaEval ships both)."""
+    import json
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(path, None, None, f"not valid UTF-8 (byte {exc.start})") from None
+    stripped = text.lstrip()
+    if stripped.startswith("["):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise DataError(path, exc.lineno, None, f"invalid JSON: {exc.msg} (column {exc.colno})") from None
+        for i, obj in enumerate(data, start=1):
+            if not isinstance(obj, dict):
+                raise DataError(path, i, None, f"item {i} is {type(obj).__name__}, expected an object")
+            yield i, obj
+        return
+    for line_no, raw in enumerate(text.splitlines(), start=1):
+        if not raw.strip():
+            continue
+        try:
+            obj = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise DataError(path, line_no, None, f"invalid JSON: {exc.msg} (column {exc.colno})") from None
+        if not isinstance(obj, dict):
+            raise DataError(path, line_no, None, f"expected a JSON object, got {type(obj).__name__}")
+        yield line_no, obj
+
+
 def load_outputs(path: str | Path) -> list[dict]:
     """AlpacaEval-format rows: ``instruction`` and ``output`` required, ``generator`` optional."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(path, None, None, "file not found")
+    name = path.name.lower()
+    source = read_rows(path) if name.endswith((".csv", ".tsv", ".parquet", ".gz")) else _read_json_or_jsonl(path)
     rows = []
-    for line, row in read_rows(path):
+    for line, row in source:
         instruction = require(row, "instruction", path, line)
         output = require(row, "output", path, line, allow_empty=True)
         rows.append({"instruction": instruction, "output": output,
-                     "generator": str(row.get("generator") or Path(path).stem), "_line": line})
+                     "generator": str(row.get("generator") or path.stem), "_line": line})
     if not rows:
         raise DataError(path, None, None, "no rows")
     return rows

@@ -183,3 +183,16 @@ def test_cli_contract(ab_files, tmp_path):
                           str(tmp_path / "missing.json"), "--annotators", "length", "--out", str(out)],
                          capture_output=True, text=True)
     assert res.returncode == 2 and "missing.json" in res.stderr
+
+
+def test_json_list_and_jsonl_whatever_the_extension(tmp_path):
+    from simplesafe.eval.pairwise import load_outputs
+
+    rows = [{"instruction": "q", "output": "a", "generator": "g"}, {"instruction": "r", "output": "", "generator": "g"}]
+    _write(tmp_path / "list.jsonl", rows)  # a JSON list named .jsonl
+    _write(tmp_path / "lines.json", rows, jsonl=True)  # JSONL named .json
+    for name in ("list.jsonl", "lines.json"):
+        assert [r["instruction"] for r in load_outputs(tmp_path / name)] == ["q", "r"]
+    (tmp_path / "bad.json").write_text('{"instruction": "q", "output": "a"}\n{"instruction": 3, "output": "b"}\n')
+    with pytest.raises(DataError, match="bad.json, line 2, field 'instruction'"):
+        load_outputs(tmp_path / "bad.json")
