@@ -218,6 +218,9 @@ def _filter_questions(cfg, questions, rejects, funnel) -> list:
             q.split = assign_split(q.id, cfg.seed, cfg.validation_fraction, cfg.test_fraction)
         docs.append({"id": q.id, "source": q.source, "split": q.split, "title": q.title, "body": q.body,
                      "text": text, "q": q})
+    # the first copy of a duplicate is kept: order by split priority so that a question
+    # in validation wins over its copy in test, and test over train (as for leakage)
+    docs.sort(key=lambda d: ("validation", "test", "train").index(d["split"]))
     filters = [QuestionPostFilter(), ExactDuplicateFilter("text")]
     # preference prompts (hh-rlhf requests, instructions) are prompts by construction,
     # so the Reddit question/meta-post rule applies to vote-scored Reddit posts only

@@ -207,3 +207,16 @@ def test_preference_pairs_fractions(tmp_path):
         assert r["completion"].startswith(SIMPLE[1][:20])  # the preferred answer, never the rejected one
     for r in all_rows(out, "rm"):
         assert r["chosen"].startswith(SIMPLE[1][:20]) and r["weight"] == 1.0
+
+
+def test_duplicate_question_keeps_the_evaluation_copy(tmp_path):
+    rows = [eli5_row("t", "Why do cats purr?", [(SIMPLE[1], 10)], split="train"),
+            eli5_row("v", "why do cats purr", [(SIMPLE[2], 10)], split="validation")]
+    qa = tmp_path / "qa.jsonl"
+    qa.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = DataBuildConfig(sources=[SourceConfig(path=str(qa), kind="qa")], leakage=False, plots=False,
+                          toxicity_backend="profanity-check")
+    build_datasets(cfg, tmp_path / "o")
+    rejects = [json.loads(x) for x in (tmp_path / "o" / "rejects.jsonl").read_text().splitlines()]
+    assert [(r["id"], r["reason"]) for r in rejects] == [("t", "duplicate: exact duplicate of v")]
+    assert [r["question_id"] for r in load_out(tmp_path / "o", "sft", "validation")] == ["v"]
