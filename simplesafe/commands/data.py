@@ -65,10 +65,22 @@ def leakage(
     typer.echo(f"wrote {out}/<split>.jsonl and {out}/removed.jsonl")
 
 
+def default_out_dir(config: Path | None) -> Path:
+    """Where `simplesafe run` would put this stage: RUN/data for a recipe, else runs/data."""
+    from simplesafe.config import read_yaml
+
+    if config is not None:
+        raw = read_yaml(config)
+        if isinstance(raw.get("data"), dict):
+            run_dir = raw.get("run_dir") or Path("runs") / str(raw.get("name") or config.stem)
+            return Path(run_dir) / "data"
+    return Path("runs/data")
+
+
 @app.command("build")
 def build(
     args: Optional[List[str]] = OVERRIDES,
-    out: Optional[Path] = typer.Option(None, "--out", help="output folder (default: the config's 'out', else runs/data)"),
+    out: Optional[Path] = typer.Option(None, "--out", help="output folder (default: the config's 'out', else RUN/data of the recipe, else runs/data)"),
     force: bool = FORCE,
 ) -> None:
     """Build SFT / RM / RL datasets: RECIPE.yaml (its `data` section) and/or key=value overrides."""
@@ -76,7 +88,7 @@ def build(
 
     config, overrides = split_config_and_overrides(args)
     cfg = stage_config(DataBuildConfig, config, overrides, section="data")
-    out_dir = out or Path(cfg.out or "runs/data")
+    out_dir = out or (Path(cfg.out) if cfg.out else default_out_dir(config))
     headline = build_datasets(cfg, out_dir, force=force)
     import json
 

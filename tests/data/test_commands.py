@@ -119,3 +119,15 @@ def test_build_from_recipe_section(tmp_path):
     assert sum(len(d) for d in ds.values()) == 10
     res = CliRunner().invoke(app, ["data", "build", str(recipe), "bogus_key=1", "--out", str(out)])
     assert res.exit_code != 0 and "bogus_key" in str(res.exception)
+
+
+def test_default_out_dir_follows_the_recipe(tmp_path):
+    from simplesafe.commands.data import default_out_dir
+
+    r = tmp_path / "r.yaml"
+    r.write_text("name: demo\ndata: {seed: 1}\n")
+    assert default_out_dir(r) == Path("runs/demo/data")
+    r.write_text("run_dir: /x/run\ndata: {seed: 1}\n")
+    assert default_out_dir(r) == Path("/x/run/data")
+    r.write_text("seed: 1\n")  # a standalone data config
+    assert default_out_dir(r) == Path("runs/data") == default_out_dir(None)
