@@ -165,7 +165,11 @@ def train_dpo(cfg: DPOStageConfig, train_rows: list[dict], eval_rows: list[dict]
             metrics["eval_" + key.replace("/", "_")] = after[f"eval_{key}"]
         if f"eval_{key}" in before:
             metrics["eval_before_" + key.replace("/", "_")] = before[f"eval_{key}"]
+    metrics["world_size"] = trainer.args.world_size
     trained = trainer.model
+    if not trainer.is_world_process_zero():  # under DDP only rank 0 writes the model
+        trainer.accelerator.wait_for_everyone()
+        return metrics
     if cfg.method in ("lora", "qlora"):
         from simplesafe.models.load import save_pretrained
 
@@ -185,6 +189,7 @@ def train_dpo(cfg: DPOStageConfig, train_rows: list[dict], eval_rows: list[dict]
     metrics["train_runtime"] = result.metrics.get("train_runtime")
     write_json(out_dir / "metrics.json", metrics)
     shutil.rmtree(ckpt_dir, ignore_errors=True)
+    trainer.accelerator.wait_for_everyone()
     return metrics
 
 

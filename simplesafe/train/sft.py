@@ -71,6 +71,7 @@ class SFTStageConfig(DataConfigMixin, StageConfig):
     grad_accum: int = Field(2, ge=1, description="gradient accumulation steps")
     warmup_ratio: float = Field(0.03, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)
+    optim: str = Field("adamw_torch", description="transformers optimizer name (adamw_torch, paged_adamw_8bit on GPU, sgd)")
     early_stopping_patience: int | None = Field(1, ge=1, description="epochs without validation improvement before stopping")
     max_train_rows: int | None = Field(None, ge=1, description="use only the first N training rows (demo, tests)")
     max_eval_rows: int | None = Field(256, ge=1, description="cap validation rows (evaluation cost)")
@@ -162,7 +163,7 @@ def train_sft(model_name_or_path: str, train_rows: list[dict], eval_rows: list[d
         seed=cfg.seed, max_steps=cfg.max_steps, eval_each_epoch=has_eval, keep_best=has_eval,
         warmup_ratio=cfg.warmup_ratio, weight_decay=cfg.weight_decay,
         gradient_checkpointing=cfg.gradient_checkpointing, disable_tqdm=not progress,
-        max_length=None, dataset_kwargs={"skip_prepare_dataset": True}, packing=False,
+        optim=cfg.optim, max_length=None, dataset_kwargs={"skip_prepare_dataset": True}, packing=False,
     ))
     callbacks = []
     if has_eval and cfg.early_stopping_patience and not cfg.max_steps:
@@ -199,7 +200,11 @@ def train_sft(model_name_or_path: str, train_rows: list[dict], eval_rows: list[d
     }
     if has_eval:
         metrics["best_eval_perplexity"] = math.exp(min(trainer.state.best_metric, 50))
+    metrics["world_size"] = trainer.args.world_size
     trained = trainer.model
+    if not trainer.is_world_process_zero():  # under DDP only rank 0 writes the model
+        trainer.accelerator.wait_for_everyone()
+        return metrics
     if cfg.method in ("lora", "qlora"):
         adapter_dir = out_dir / "adapter"
         save_pretrained(trained, tokenizer, adapter_dir)
@@ -217,6 +222,7 @@ def train_sft(model_name_or_path: str, train_rows: list[dict], eval_rows: list[d
     metrics["train_tokens_per_second"] = round(n_tokens * metrics["epochs_run"] / max(result.metrics["train_runtime"], 1e-9), 1)
     write_json(out_dir / "metrics.json", metrics)
     shutil.rmtree(ckpt_dir, ignore_errors=True)
+    trainer.accelerator.wait_for_everyone()
     return metrics
 
 
