@@ -172,23 +172,35 @@ def collect_stage_metrics(run_dir: Path) -> tuple[list[dict], list[dict]]:
     return rm_rows, other
 
 
-def collect_curves(run_dir: Path) -> list[tuple[str, str]]:
-    """(stage, base64 PNG) of reward/KL curves from every ``RUN/<stage>/log.jsonl``."""
+CURVE_FIRST = ("reward", "kl", "total_reward", "reward/total", "kl_coef")
+
+
+def _curve_key(name: str) -> bool:
+    low = name.lower()
+    return "reward" in low or low.split("/")[-1].endswith("kl") or low.split("/")[-1].startswith("kl")
+
+
+def collect_curves(run_dir: Path, max_panels: int = 6) -> list[tuple[str, str]]:
+    """(stage, base64 PNG) of reward/KL curves from ``RUN/<stage>/log.jsonl`` (or one folder deeper).
+
+    Plots ``reward`` and ``kl`` first (the PPO log's names), then the other reward/KL keys
+    (per-source rewards, KL coefficient), at most ``max_panels`` per stage.
+    """
     out = []
-    for f in sorted(run_dir.glob("*/log.jsonl")):
+    logs = sorted(set(run_dir.glob("*/log.jsonl")) | set(run_dir.glob("*/*/log.jsonl")))
+    for f in logs:
         rows = read_jsonl_tolerant(f)
         series: dict[str, list] = {}
         for i, r in enumerate(rows):
             step = r.get("step", r.get("global_step", i))
             for k, v in r.items():
-                kl = k.lower()
-                if isinstance(v, (int, float)) and not isinstance(v, bool) and ("reward" in kl or "kl" in kl.split("/")[-1]
-                                                                                 or kl.endswith("kl")) and math.isfinite(v):
+                if isinstance(v, (int, float)) and not isinstance(v, bool) and _curve_key(k) and math.isfinite(v):
                     series.setdefault(k, []).append((step, v))
-        keys = sorted(series, key=lambda k: (0 if "reward" in k.lower() else 1, k))[:4]
-        png = plots.training_curves({k: series[k] for k in keys}, f"{f.parent.name}: reward and KL per step")
+        keys = [k for k in CURVE_FIRST if k in series] + sorted(k for k in series if k not in CURVE_FIRST)
+        stage = str(f.parent.relative_to(run_dir))
+        png = plots.training_curves({k: series[k] for k in keys[:max_panels]}, f"{stage}: reward and KL per step")
         if png:
-            out.append((f.parent.name, png))
+            out.append((stage, png))
     return out
 
 
@@ -218,7 +230,10 @@ def collect_samples(run_dir: Path, max_prompts: int = 40) -> list[dict]:
             model = gfile.stem
             scored = {}
             for r in read_jsonl_tolerant(es / "metrics" / f"{model}.answers.jsonl"):
-                scored[(str(r.get("id")), r.get("seed"))] = r
+                scored[(str(r.get("id")), r.get("seed"))] = dict(r)
+            for r in read_jsonl_tolerant(es / "rubric" / model / "grades.jsonl"):
+                key = (str(r.get("id")), r.get("seed"))
+                scored.setdefault(key, {})[f"rubric_{r.get('rubric', '')}"] = r.get("score")
             seen_ids = set()
             for r in read_jsonl_tolerant(gfile):
                 key = (es.name, str(r.get("id", r.get("instruction"))))
@@ -233,7 +248,7 @@ def collect_samples(run_dir: Path, max_prompts: int = 40) -> list[dict]:
                 s = scored.get((str(r.get("id")), r.get("seed")), {})
                 prompts[key]["answers"].append({
                     "model": model, "output": r.get("output", ""),
-                    "scores": {k: _fmt(s.get(k)) for k in SAMPLE_SCORES if k in s}})
+                    "scores": {k: _fmt(s.get(k)) for k in (*SAMPLE_SCORES, "rubric_mtbench", "rubric_lima") if k in s}})
     return list(prompts.values())
 
 

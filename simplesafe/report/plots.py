@@ -71,9 +71,13 @@ def training_curves(series: dict[str, list[tuple[float, float]]], title: str) ->
     series = {k: v for k, v in series.items() if v}
     if not series:
         return None
-    fig, axes = plt.subplots(1, len(series), figsize=(4.2 * len(series), 3.0), squeeze=False)
+    ncols = min(3, len(series))
+    nrows = math.ceil(len(series) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 2.8 * nrows), squeeze=False)
+    for ax in axes.flat[len(series):]:
+        ax.axis("off")
     for i, (name, pts) in enumerate(series.items()):
-        ax = axes[0][i]
+        ax = axes.flat[i]
         ax.plot([p[0] for p in pts], [p[1] for p in pts], color=COLOURS[i % len(COLOURS)], linewidth=1.2)
         ax.set_title(name, fontsize=10)
         ax.set_xlabel("step")

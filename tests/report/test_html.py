@@ -40,13 +40,16 @@ def make_run(root: Path) -> Path:
     (run / "eval" / "rubric" / "sft").mkdir(parents=True)
     (run / "eval" / "rubric" / "sft" / "summary.json").write_text(json.dumps(
         {"rubric": "mtbench", "n": 9, "n_parsed": 9, "mean": 6.2, "ci_low": 5.1, "ci_high": 7.0, "judge": "scripted/rules"}))
+    (run / "eval" / "rubric" / "sft" / "grades.jsonl").write_text(
+        json.dumps({"id": "p1", "seed": 0, "rubric": "mtbench", "score": 9}) + "\n")
     (run / "rm_pref").mkdir()
     (run / "rm_pref" / "metrics.json").write_text(json.dumps({"eval_accuracy": 0.71, "test_accuracy": 0.69}))
     (run / "sft").mkdir()
     (run / "sft" / "metrics.json").write_text(json.dumps({"eval_loss": 2.31, "epochs": 2}))
     (run / "ppo").mkdir()
     (run / "ppo" / "log.jsonl").write_text("".join(
-        json.dumps({"step": s, "reward/mean": 0.1 * s, "kl": 0.01 * s * s, "loss": 1.0}) + "\n" for s in range(20)))
+        json.dumps({"step": s, "reward": 0.1 * s, "reward/simplicity": 0.5, "kl": 0.01 * s * s, "kl_coef": 0.05,
+                    "policy_loss": 1.0}) + "\n" for s in range(20)))
     (run / "timings.json").write_text(json.dumps([{"stage": "sft", "status": "done", "seconds": 41.2},
                                                   {"stage": "ppo", "status": "done", "seconds": 80.0},
                                                   {"stage": "eval", "status": "done", "seconds": 30.5}]))
@@ -70,11 +73,16 @@ def test_every_section_filled(report):
     assert "eval_accuracy" in html and "0.71" in html
     assert "base vs sft" in html and "ppo vs sft" in html
     assert html.count("data:image/png;base64,") == 3  # readability, win rates, PPO curves
+    from simplesafe.report.html import collect_curves
+
+    (stage, _), = collect_curves(run)
+    assert stage == "ppo"
     for b64 in re.findall(r"base64,([A-Za-z0-9+/=]+)", html):
         assert base64.b64decode(b64)[:8] == b"\x89PNG\r\n\x1a\n"
     # the side-by-side view shows each prompt once with every model's answer
     assert html.count("<details") == 3
     assert "Plants make food from light." in html and "Plants use sunlight to make food." in html
+    assert "rubric_mtbench 9" in html
     # no external resources: one self-contained file
     assert not re.search(r"""(src|href)=["']https?://""", html)
 
