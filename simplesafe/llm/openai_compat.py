@@ -101,6 +101,8 @@ class OpenAIBackend(Backend):
     def from_config(cls, cfg: BackendConfig, cache=None) -> "OpenAIBackend":
         if not cfg.base_url:
             raise ConfigError("the openai backend needs --base-url (e.g. http://localhost:8000/v1)")
+        if cfg.model.startswith("embedded:"):
+            raise ConfigError("the openai backend needs --model: the model name the server serves")
         return cls(cfg.base_url, cfg.model, api_key_env=cfg.api_key_env, max_workers=cfg.max_workers,
                    timeout_s=cfg.timeout_s, max_retries=cfg.max_retries, max_backoff_s=cfg.max_backoff_s, cache=cache)
 

@@ -100,3 +100,28 @@ def test_bad_input_names_file_line_and_field(tmp_path):
     with pytest.raises(DataError) as err:
         run_backtranslation(cfg, tmp_path / "out", progress=False)
     assert "leads.jsonl, line 2, field 'text'" in str(err.value)
+
+
+def test_cli_backtranslate_with_scripted_backend(tmp_path, capsys):
+    from simplesafe.cli import main
+
+    leads = write_leads(tmp_path / "wiki", n_train=3, n_val=1)
+    rules = tmp_path / "rules.json"
+    rules.write_text(json.dumps([{"match": "Lead 0\\.", "response": "copy"},
+                                 {"response": "Which river flows north into the sea?"}]))
+    main(["synth", "backtranslate", "--input", str(leads), "--backend", "scripted", f"backend.script={rules}",
+          "--out", str(tmp_path / "bt")])
+    printed = capsys.readouterr().out
+    assert "kept 3 of 4 leads" in printed and "not_a_question" in printed
+    rows = [json.loads(l) for l in (tmp_path / "bt" / "train.jsonl").open()]
+    assert [r["prompt"] for r in rows] == ["Which river flows north into the sea?"] * 2
+    assert (tmp_path / "bt" / "DONE").exists()
+
+
+def test_cli_missing_input_is_a_clear_error(tmp_path, capsys):
+    from simplesafe.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["synth", "backtranslate", "--out", str(tmp_path / "bt")])
+    assert exit_info.value.code == 2
+    assert "input=PATH" in capsys.readouterr().err

@@ -184,3 +184,37 @@ def test_cli_contract_over_http_and_free_rerun(tmp_path, monkeypatch, capsys):
         assert rerun_rows == rows
     assert (out / "cache.sqlite").exists()
     assert "sk-never-logged" not in (out / "cache.sqlite").read_bytes().decode("latin-1")
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--model", "m"], "--base-url"),
+    (["--base-url", "http://127.0.0.1:9/v1"], "--model"),
+])
+def test_cli_config_errors_exit_2(tmp_path, capsys, extra, message):
+    seeds = write_seeds(tmp_path / "seeds.jsonl")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["synth", "self-instruct", "--seed-tasks", str(seeds), "--backend", "openai", "--num-instructions", "2",
+              "--out", str(tmp_path / "o"), *extra])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_bad_seed_file_names_line_and_field(tmp_path, capsys):
+    bad = tmp_path / "seeds.jsonl"
+    bad.write_text('{"instruction": "Name a fruit."}\n{"instruction": ""}\n')
+    with pytest.raises(SystemExit) as exit_info:
+        main(["synth", "self-instruct", "--seed-tasks", str(bad), "--backend", "openai", "--base-url",
+              "http://127.0.0.1:9/v1", "--model", "m", "--out", str(tmp_path / "o")])
+    assert exit_info.value.code == 2
+    assert "seeds.jsonl, line 2, field 'instruction'" in capsys.readouterr().err
+
+
+def test_cache_option_and_unreachable_server_become_rejects(tmp_path):
+    seeds = write_seeds(tmp_path / "seeds.jsonl")
+    main(["synth", "self-instruct", "--seed-tasks", str(seeds), "--backend", "openai", "--base-url",
+          "http://127.0.0.1:9/v1", "--model", "m", "--num-instructions", "2", "--out", str(tmp_path / "o"),
+          "--cache", str(tmp_path / "elsewhere.sqlite"), "--max-retries", "0", "--timeout", "2", "patience=1"])
+    rejected = [json.loads(l) for l in (tmp_path / "o" / "rejected.jsonl").open()]
+    assert rejected and all(r["reason"] == "generation_failed" for r in rejected)
+    assert (tmp_path / "elsewhere.sqlite").exists() and not (tmp_path / "o" / "cache.sqlite").exists()
+    assert (tmp_path / "o" / "instructions.jsonl").read_text() == ""
