@@ -12,9 +12,11 @@ Text", section 2.2) with its thresholds as defaults:
    validation/test, test loses to validation);
 4. clean and score answers in batches (words, FRE, FKG, toxicity; ``datasets.map``
    with ``num_proc`` workers for large inputs); drop answers under 20 words, not simple
-   (FRE < 60 or FKG >= 9) and exact duplicates; score toxicity on the survivors; flag
-   low-score (< 4), toxic (> 0.1) and "Edit:" answers, which may appear only as
-   ``rejected`` in RM data;
+   (FRE < 60 or FKG >= 9) and exact duplicates; flag low-score (< 4), toxic (> 0.1)
+   and "Edit:" answers, which may appear only as ``rejected`` in RM data. The toxicity
+   model (the slow part) runs only on answers that no other flag already restricts to
+   ``rejected``, since only there can it change the outcome; the others have no
+   ``toxicity`` value;
 5. route each question to exactly one of SFT / RM / RL (:mod:`simplesafe.data.split`);
 6. Simple Wikipedia: reject articles with wiki markup or under 50 words, build leads
    (paragraphs until >= 300 words), drop leads over 500 words or not simple, split
@@ -297,7 +299,7 @@ def _score_answers(cfg, qdocs) -> list[dict]:
 
 
 def _score_toxicity(cfg, answers: list[dict]) -> None:
-    """Toxicity for the answers that survived the cheap filters (the model is the slow part)."""
+    """Add toxicity columns to ``answers`` (batched; the model is the slow part)."""
     from simplesafe.data.scoring import score_texts
 
     scores = score_texts([a["text"] for a in answers], backend=cfg.toxicity_backend, batch_size=cfg.batch_size,
@@ -309,10 +311,14 @@ def _score_toxicity(cfg, answers: list[dict]) -> None:
 
 
 def _answer_flags(cfg, a: dict, readable: bool) -> list[str]:
+    """Reasons an answer may only be ``rejected`` (empty: it may be an SFT target or ``chosen``)."""
     from simplesafe.data.filters import EditNoteFilter, MinScoreFilter, ToxicityFilter
 
     flags = []
-    for flt in (MinScoreFilter(cfg.min_score), ToxicityFilter(cfg.max_toxicity), EditNoteFilter()):
+    checks = [MinScoreFilter(cfg.min_score), EditNoteFilter()]
+    if a.get("toxicity") is not None:
+        checks.insert(1, ToxicityFilter(cfg.max_toxicity))
+    for flt in checks:
         ok, reason = flt(a)
         if not ok:
             flags.append(f"{flt.name}: {reason}")
@@ -337,11 +343,14 @@ def _build_qa(cfg, questions, rejects, funnel, rng) -> tuple[dict, list[dict]]:
         hard.append(readab)
     hard.append(ExactDuplicateFilter("text"))
     usable = run_filters(answers, hard, "answer", funnel, rejects)
-    _score_toxicity(cfg, usable)
+    readable = {a["id"]: readab(a)[0] for a in usable}
+    # Toxicity only changes where an answer may go if nothing else already restricts it to
+    # 'rejected' (low score, edit note, not simple, loser of a pair): score just those.
+    unflagged = [a for a in usable if not _answer_flags(cfg, a, readable[a["id"]])]
+    _score_toxicity(cfg, unflagged)
     by_q: dict[str, list] = {}
     for a in usable:
-        readable, _ = readab(a)
-        sa = ScoredAnswer(a["id"], a["text"], a["score"], _answer_flags(cfg, a, readable), a)
+        sa = ScoredAnswer(a["id"], a["text"], a["score"], _answer_flags(cfg, a, readable[a["id"]]), a)
         by_q.setdefault(a["question_id"], []).append(sa)
     out = {name: {s: [] for s in SPLITS} for name in ("sft", "rm", "rl")}
     route_counts = Counter()
