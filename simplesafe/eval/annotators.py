@@ -248,14 +248,25 @@ class LLMJudgeAnnotator(Annotator):
     """An LLM judge: prompt variant + backend; the verdict is parsed from the judge's reply only."""
 
     def __init__(self, name, backend, prompt: str = "alpacafarm", params: dict | None = None,
-                 prefer_shorter: bool = False, **kw):
+                 prefer_shorter: bool = False, verdict: str = "auto", **kw):
         super().__init__(name, **kw)
-        from simplesafe.eval.judge_prompts import PAIRWISE_PROMPTS
+        from pathlib import Path
 
-        if prompt not in PAIRWISE_PROMPTS:
-            raise ConfigError(f"unknown llm judge prompt '{prompt}'; allowed: {', '.join(PAIRWISE_PROMPTS)}")
+        from simplesafe.eval.judge_prompts import PAIRWISE_PROMPTS, custom_prompt
+
+        if prompt in PAIRWISE_PROMPTS:
+            self.prompt = PAIRWISE_PROMPTS[prompt]
+        else:
+            is_file = len(prompt) < 1000 and "\n" not in prompt and Path(prompt).is_file()
+            template = Path(prompt).read_text(encoding="utf-8") if is_file else prompt
+            if verdict not in ("auto", "text", "bracket", "json"):
+                raise ConfigError(f"annotator '{name}': verdict must be auto, text, bracket or json")
+            try:
+                self.prompt = custom_prompt(template, verdict)
+            except ValueError as exc:
+                raise ConfigError(f"annotator '{name}': prompt '{prompt[:60]}' is neither a shipped variant "
+                                  f"({', '.join(PAIRWISE_PROMPTS)}) nor a usable template: {exc}") from None
         self.backend = backend
-        self.prompt = PAIRWISE_PROMPTS[prompt]
         # AlpacaFarm sampled its simulated annotators at temperature 1.0
         self.params = {"temperature": 1.0, "max_new_tokens": 256, **(params or {})}
         self.prefer_shorter = prefer_shorter
@@ -314,7 +325,7 @@ def build_annotator(spec: AnnotatorSpec, name: str, backend_factory: Callable[[d
         if kind == "llm":
             raw = spec.model_dump()
             backend = (backend_factory or make_llm_backend)(raw)
-            keep = {k: extra[k] for k in ("prompt", "params", "prefer_shorter") if k in extra}
+            keep = {k: extra[k] for k in ("prompt", "params", "prefer_shorter", "verdict") if k in extra}
             return LLMJudgeAnnotator(name, backend, **keep, **common)
     except TypeError as exc:
         raise ConfigError(f"annotator '{name}' (kind {kind}): {exc}") from exc

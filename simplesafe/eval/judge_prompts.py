@@ -11,6 +11,9 @@ Variants (``prompt:`` key of an ``llm`` annotator):
 - ``alpacafarm``: text verdict, the reply's last line is ``Output (a)`` or ``Output (b)``.
 - ``alpacafarm_icl``: the same with two worked in-context examples.
 - ``json``: the reply ends with ``{"winner": "a" | "b" | "tie"}``.
+- a custom template (``prompt:`` a file path or inline text) with AlpacaEval's
+  placeholders ``{instruction}``, ``{output_1}``, ``{output_2}``; its verdict is read
+  in any of the three forms (``verdict: text|bracket|json|auto``).
 - ``simple_safe``: MT-bench-style bracket verdict ``[[A]]``, ``[[B]]`` or ``[[C]]`` (tie),
   with the project's criteria spelt out (Zheng et al., 2023).
 
@@ -68,6 +71,9 @@ class PairwisePrompt:
 
     def render(self, instruction: str, first: str, second: str, prefer_shorter: bool = False) -> str:
         criteria = CRITERIA + (SHORTER if prefer_shorter else "")
+        if self.name == "custom":  # a user template with AlpacaEval's placeholder names
+            return self.body.replace("{instruction}", _defuse(instruction)).replace(
+                "{output_1}", _defuse(first)).replace("{output_2}", _defuse(second))
         examples = f"Here are two worked examples.\n\n{ICL_EXAMPLES}\nNow the real task.\n\n" if self.icl else ""
         return self.body.format(system=SYSTEM, criteria=criteria, examples=examples,
                                 instruction=_defuse(instruction), a=_defuse(first), b=_defuse(second))
@@ -136,6 +142,14 @@ OUTPUT_B>>>
 
 Explain your comparison briefly, then give your final verdict on its own last line: "[[A]]" if A is better, "[[B]]" if B is better, "[[C]]" for a tie."""
 
+def custom_prompt(template: str, style: str = "auto") -> PairwisePrompt:
+    """A user template with ``{instruction}``, ``{output_1}`` (shown first) and ``{output_2}`` placeholders."""
+    missing = [p for p in ("{instruction}", "{output_1}", "{output_2}") if p not in template]
+    if missing:
+        raise ValueError(f"a custom judge prompt needs the placeholders {', '.join(missing)}")
+    return PairwisePrompt("custom", style, template)
+
+
 PAIRWISE_PROMPTS = {
     "alpacafarm": PairwisePrompt("alpacafarm", "text", _TEXT_BODY),
     "alpacafarm_icl": PairwisePrompt("alpacafarm_icl", "text", _TEXT_BODY, icl=True),
@@ -203,6 +217,14 @@ def parse_pairwise_verdict(reply: str, style: str, candidates: tuple[str, ...] =
     if style == "bracket":
         g = _last_line_match(text, _BRACKET_LINE)
         return None if g is None else {"A": 1.0, "B": 2.0, "C": 1.5}[g.upper()]
+    if style == "auto":  # a custom prompt: accept any of the three verdict forms, the last one given wins
+        lines = text.splitlines()
+        for k in range(len(lines) - 1, -1, -1):
+            for sty in ("text", "bracket", "json"):
+                v = parse_pairwise_verdict(lines[k], sty)
+                if v is not None:
+                    return v
+        return None
     if style == "json":
         found = None
         for line in text.splitlines():

@@ -59,3 +59,17 @@ def test_llm_judge_from_pool_yaml(tmp_path):
     rows = [json.loads(x) for x in (tmp_path / "out" / "annotations.jsonl").read_text().splitlines()]
     assert {r["annotations"]["llm"]["shown_first"] for r in rows} == {"A", "B"}
     assert all("judge_output" in r["annotations"]["llm"] for r in rows)
+
+
+def test_llm_judge_custom_template_and_unknown_prompt(tmp_path):
+    from simplesafe.errors import ConfigError
+    from simplesafe.llm.scripted import ScriptedBackend
+
+    template = "Instruction: {instruction}\nFirst: {output_1}\nSecond: {output_2}\nWhich is better?"
+    backend = ScriptedBackend([(r"First: long", "The first.\n[[A]]"), (r".*", '{"winner": "b"}')])
+    spec = AnnotatorSpec(kind="llm", prompt=template)
+    ann = build_annotator(spec, "judge", backend_factory=lambda s: backend)
+    verdicts, _ = ann.annotate(["q", "q"], ["long answer", "x"], ["x", "long answer"], np.random.default_rng(0))
+    assert verdicts == [1.0, 2.0]
+    with pytest.raises(ConfigError, match="neither a shipped variant"):
+        build_annotator(AnnotatorSpec(kind="llm", prompt="my-variant"), "judge", backend_factory=lambda s: backend)
