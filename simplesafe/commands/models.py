@@ -57,3 +57,46 @@ def info(name_or_path: str = typer.Argument("embedded:tiny", help="hub id, local
     bi = path / "build_info.json"
     if bi.exists():
         _print_metrics(json.loads(bi.read_text()))
+
+
+@app.command("build-safety")
+def build_safety(
+    args: list[str] = OVERRIDES,
+    out: Path = typer.Option(None, "--out", help="Artifact folder (default: the cache, which the scorer loads first)."),
+    force: bool = typer.Option(False, "--force", help="Rebuild even if a build with the same config exists there."),
+) -> None:
+    """Train and calibrate the hate classifier (frozen MiniLM + head) on ../shared/data; print held-out metrics.
+
+    ARGS: an optional YAML config, then key=value overrides, e.g. data_dir=/data seed=1 limits.implicit_hate=2000.
+    """
+    from simplesafe.commands.common import print_table
+    from simplesafe.safety.build import SafetyBuildConfig, build_safety_classifier
+    from simplesafe.safety.classifier import META_FILE, cache_artifact_dir
+
+    config, overrides = split_config_and_overrides(args)
+    cfg = stage_config(SafetyBuildConfig, config, overrides, section="safety")
+    if out is not None:
+        cfg.out = str(out)
+    target = Path(cfg.out) if cfg.out else cache_artifact_dir()
+    meta_path = target / META_FILE
+    if not force and meta_path.exists():
+        meta = json.loads(meta_path.read_text())
+        if meta.get("fingerprint") == cfg.fingerprint():
+            typer.echo(f"cached build at {target} (use --force to rebuild)")
+            meta["path"] = str(target)
+            _print_safety(meta, print_table)
+            return
+    _print_safety(build_safety_classifier(cfg), print_table)
+
+
+def _print_safety(m: dict, print_table) -> None:
+    typer.echo(f"safety classifier: {m['path']}")
+    typer.echo(f"head: {m['head']}   calibration: {m['calibration']['method']}   groups: {m['groups']}   "
+               f"time: {m['seconds']['total']}s (embedding {m['seconds']['embed']}s; cached embeddings are reused)")
+    rows = []
+    for name, r in m["test_metrics"].items():
+        rows.append({"held-out corpus": name, "n": r["n"], "pos": r["positives"], "AUROC": r["auroc"],
+                     f"recall@{m['threshold']}": r["recall"], f"FPR@{m['threshold']}": r["fpr"],
+                     f"precision@{m['threshold']}": r["precision"]})
+    print_table(rows)
+    typer.echo("operating points: " + ", ".join(f"{k}={v:.3g}" for k, v in m["operating_points"].items()))

@@ -1,22 +1,54 @@
-"""Toxicity scoring: one interface, several backends, batched.
+"""Toxicity scoring: one interface, several backends, batched, offline by default.
 
-    scorer = get_toxicity_scorer("profanity-check")
-    scores = scorer.score(["you are lovely", "you are an idiot"])
-    scores["toxicity"]   # the maximum over labels, one float per text in [0, 1]
+    scorer = get_toxicity_scorer()                 # the default "ensemble" backend
+    scores = scorer.score(["you are lovely", "immigrants are vermin", "shut the fuck up"])
+    scores["profanity"]   # alt-profanity-check, P(offensive/profane)
+    scores["hate"]        # the MiniLM hate classifier, P(hateful), calibrated on held-out data
+    scores["toxicity"]    # max over the labels: the report's rule "<= 0.1 on every label"
+    keep = scores["toxicity"] <= resolve_threshold(0.1)
 
-Every backend returns a dict of label -> numpy array, always including ``toxicity``
-(the maximum over the backend's own labels), so filters can apply the report's rule
-"<= 0.1 on every label" as ``scores["toxicity"] <= 0.1``.
+Every backend returns a dict of label -> float array in [0, 1], always including
+``toxicity`` = the maximum over the backend's labels, so curation filters, the ``safety``
+reward of PPO/GRPO and the evaluation metrics all apply one rule. The report (following
+Detoxify) treats a text as safe when every label is <= 0.1.
 
 Backends
-- ``profanity-check``: alt-profanity-check's linear SVM (offline; a profanity detector).
+- ``ensemble`` (default): ``profanity`` + ``hate``; ``toxicity = max(profanity, hate)``.
+  A text is flagged when either model flags it, so the ensemble catches profanity exactly as
+  well as profanity-check alone and adds hate that uses no swear words.
+- ``hate-classifier``: the hate classifier alone (:mod:`simplesafe.safety.classifier`).
+- ``profanity-check``: alt-profanity-check's linear SVM alone (a profanity detector: it
+  ranks hate without swear words no better than chance).
+- ``detoxify``: Detoxify (Hanu & Unitary team 2020) from a LOCAL checkpoint; optional extra.
+- ``hf``: any Hugging Face sequence classifier given by local path; label names from
+  ``config.id2label``.
+
+What 0.1 means. Both ensemble members are calibrated probabilities: alt-profanity-check
+ships a classifier calibrated by cross-validation on its own ~200k labelled texts, and the
+hate classifier is calibrated (Platt or isotonic, chosen by cross-validated log-loss) on a
+held-out, group-disjoint calibration split of the training corpora. So ``hate > 0.1``
+reads "at least ~10% of held-out texts with this score were labelled hateful" in that
+mixture (about 35% hateful); at lower real-world prevalence the same score means a lower
+probability, which makes 0.1 a high-recall, low-precision filter. Measured precision,
+recall and false-positive rate at 0.1 per held-out corpus are in ``docs/safety.md`` and in
+the artifact's ``safety.json`` (``test_metrics``); ``python bench/safety.py`` re-measures
+them. Other operating points are stored by name (``recall_90``, ``recall_95``, ``fpr_05``,
+``fpr_01``); a recipe picks one with ``threshold: recall_90`` or a number
+(:func:`resolve_threshold`, :class:`ToxicityConfig`).
 """
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+from pydantic import Field
+
+from simplesafe.config import StageConfig
+
+DEFAULT_THRESHOLD = 0.1
 
 
 class ToxicityScorer(Protocol):
@@ -24,6 +56,16 @@ class ToxicityScorer(Protocol):
     labels: list[str]
 
     def score(self, texts: list[str]) -> dict[str, np.ndarray]: ...
+
+
+def _as_texts(texts) -> list[str]:
+    return [t if isinstance(t, str) else "" for t in texts]
+
+
+def _with_max(scores: dict[str, np.ndarray], labels: list[str]) -> dict[str, np.ndarray]:
+    """Add ``toxicity`` = element-wise maximum over ``labels``."""
+    scores["toxicity"] = np.max(np.stack([scores[k] for k in labels]), axis=0) if labels else np.zeros(0)
+    return scores
 
 
 class ProfanityCheckScorer:
@@ -39,7 +81,7 @@ class ProfanityCheckScorer:
         self.batch_size = batch_size
 
     def score(self, texts: list[str]) -> dict[str, np.ndarray]:
-        texts = [t if isinstance(t, str) else "" for t in texts]
+        texts = _as_texts(texts)
         out = np.zeros(len(texts), dtype=np.float64)
         for i in range(0, len(texts), self.batch_size):
             chunk = texts[i: i + self.batch_size]
@@ -48,13 +90,230 @@ class ProfanityCheckScorer:
         return {"profanity": out, "toxicity": out.copy()}
 
 
-BACKENDS = {"profanity-check": ProfanityCheckScorer}
-DEFAULT_BACKEND = "profanity-check"
+class HateClassifierScorer:
+    """The frozen-MiniLM hate classifier alone (calibrated P(hateful))."""
+
+    name = "hate-classifier"
+    labels = ["hate"]
+
+    def __init__(self, artifact: str | None = None, batch_size: int = 64, progress: bool = False):
+        from simplesafe.safety.classifier import HateClassifier
+
+        self.classifier = HateClassifier(artifact, batch_size=batch_size, progress=progress)
+
+    def score(self, texts: list[str]) -> dict[str, np.ndarray]:
+        hate = self.classifier.score(_as_texts(texts)).astype(np.float64)
+        return {"hate": hate, "toxicity": hate.copy()}
+
+
+class EnsembleScorer:
+    """profanity-check + the hate classifier; ``toxicity`` = max of the two calibrated scores.
+
+    The maximum is the rule of the report ("every label <= 0.1") applied to two detectors
+    of different harms: a text is unsafe if it is profane OR hateful.
+    """
+
+    name = "ensemble"
+    labels = ["profanity", "hate"]
+
+    def __init__(self, artifact: str | None = None, batch_size: int = 64, progress: bool = False):
+        self.profanity = ProfanityCheckScorer()
+        self.hate = HateClassifierScorer(artifact, batch_size=batch_size, progress=progress)
+
+    @property
+    def classifier(self):
+        return self.hate.classifier
+
+    def score(self, texts: list[str]) -> dict[str, np.ndarray]:
+        texts = _as_texts(texts)
+        scores = {"profanity": self.profanity.score(texts)["profanity"], "hate": self.hate.score(texts)["hate"]}
+        return _with_max(scores, self.labels)
+
+
+# ---------------------------------------------------------------- optional / external backends
+
+DETOXIFY_HELP = (
+    "Detoxify is an optional extra: install it with `pip install 'simplesafe[detoxify]'`. It cannot download "
+    "weights here, so give it local files: the checkpoint (e.g. toxic_original-c1212f89.ckpt from "
+    "https://github.com/unitaryai/detoxify/releases, downloaded where the internet is reachable) as "
+    "`checkpoint=PATH`, and a local copy of its base model's Hugging Face folder (config + tokenizer; "
+    "`bert-base-uncased` for 'original', `roberta-base` for 'unbiased', `xlm-roberta-base` for 'multilingual') "
+    "as `config_path=DIR`. See docs/safety.md."
+)
+
+
+class DetoxifyScorer:
+    """Detoxify from a local checkpoint; its ``toxicity`` label is renamed ``toxic``."""
+
+    name = "detoxify"
+
+    def __init__(self, checkpoint: str | None = None, config_path: str | None = None,
+                 model_type: str = "original", batch_size: int = 32, device: str = "cpu"):
+        from simplesafe.errors import ModelLoadError
+
+        try:
+            from detoxify import Detoxify
+        except ImportError:
+            raise ModelLoadError(f"the 'detoxify' backend needs the detoxify package. {DETOXIFY_HELP}") from None
+        if not checkpoint or not Path(checkpoint).is_file():
+            raise ModelLoadError(f"detoxify checkpoint not found: {checkpoint!r}. {DETOXIFY_HELP}")
+        if not config_path or not Path(config_path).is_dir():
+            raise ModelLoadError(f"detoxify config_path folder not found: {config_path!r}. {DETOXIFY_HELP}")
+        self.model = Detoxify(model_type, checkpoint=str(checkpoint), device=device,
+                              huggingface_config_path=str(config_path))
+        self.batch_size = batch_size
+        self.labels: list[str] = []
+
+    def score(self, texts: list[str]) -> dict[str, np.ndarray]:
+        texts = _as_texts(texts)
+        parts: dict[str, list] = {}
+        for i in range(0, len(texts), self.batch_size):
+            for k, v in self.model.predict(texts[i: i + self.batch_size]).items():
+                parts.setdefault("toxic" if k == "toxicity" else k, []).extend(np.atleast_1d(v).tolist())
+        scores = {k: np.asarray(v, dtype=np.float64) for k, v in parts.items()}
+        self.labels = sorted(scores)
+        if not texts:
+            return {"toxicity": np.zeros(0)}
+        return _with_max(scores, self.labels)
+
+
+BENIGN_LABEL = re.compile(r"^(non[-_ ]?toxic|not[-_ ]?(toxic|hate|hateful|offensive)|no[-_ ]?hate|neutral|normal|"
+                          r"benign|safe|clean|ok|none|acceptable)$", re.IGNORECASE)
+
+
+def _label_key(name: str) -> str:
+    key = re.sub(r"[^0-9a-z]+", "_", str(name).lower()).strip("_") or "label"
+    return "toxic" if key == "toxicity" else key
+
+
+class HFClassifierScorer:
+    """Any Hugging Face sequence classifier by local path, batched.
+
+    Probabilities are a softmax over labels (single-label models) or a sigmoid per label
+    (``problem_type == "multi_label_classification"`` or one output). ``toxicity`` is the
+    maximum over the non-benign labels: names like ``neutral``, ``non-toxic``, ``not_hate``
+    are benign, or pass ``benign_labels=[...]``. Models with generic names (``LABEL_0``)
+    and a softmax need ``benign_labels`` so the max does not count the benign class.
+    """
+
+    name = "hf"
+
+    def __init__(self, model_path: str | None = None, batch_size: int = 32, max_length: int = 256,
+                 benign_labels: list[str] | None = None, device: str = "cpu", trust_remote_code: bool = False):
+        from simplesafe.errors import ConfigError
+        from simplesafe.models.load import load_sequence_classifier, load_tokenizer
+
+        if not model_path:
+            raise ConfigError("the 'hf' toxicity backend needs model_path=LOCAL_DIR (a sequence classifier folder)")
+        self.model = load_sequence_classifier(model_path, trust_remote_code=trust_remote_code).to(device).eval()
+        self.tokenizer = load_tokenizer(model_path, trust_remote_code=trust_remote_code)
+        self.device, self.batch_size, self.max_length = device, batch_size, max_length
+        cfg = self.model.config
+        n = int(cfg.num_labels)
+        names = [str(cfg.id2label.get(i, f"LABEL_{i}")) for i in range(n)]
+        self.label_names = [_label_key(x) for x in names]
+        if len(set(self.label_names)) != n:
+            raise ConfigError(f"{model_path}: label names {names} collide after normalisation")
+        self.sigmoid = cfg.problem_type == "multi_label_classification" or n == 1
+        if benign_labels is not None:
+            benign = {_label_key(b) for b in benign_labels}
+            unknown = benign - set(self.label_names)
+            if unknown:
+                raise ConfigError(f"benign_labels {sorted(unknown)} are not labels of {model_path}; "
+                                  f"its labels: {self.label_names}")
+        else:
+            benign = {k for k, raw in zip(self.label_names, names) if BENIGN_LABEL.match(raw.strip())}
+            generic = all(re.fullmatch(r"label_\d+", k) for k in self.label_names)
+            if not self.sigmoid and not benign and generic:
+                raise ConfigError(
+                    f"{model_path}: labels {self.label_names} do not say which class is benign; "
+                    "pass benign_labels=[...] (e.g. benign_labels=[LABEL_0])")
+        self.labels = [k for k in self.label_names if k not in benign]
+        if not self.labels:
+            raise ConfigError(f"{model_path}: every label {self.label_names} is benign; nothing to score")
+
+    def score(self, texts: list[str]) -> dict[str, np.ndarray]:
+        import torch
+
+        texts = _as_texts(texts)
+        probs = np.zeros((len(texts), len(self.label_names)), dtype=np.float64)
+        with torch.inference_mode():
+            for i in range(0, len(texts), self.batch_size):
+                chunk = texts[i: i + self.batch_size]
+                enc = self.tokenizer(chunk, padding=True, truncation=True, max_length=self.max_length,
+                                     return_tensors="pt").to(self.device)
+                logits = self.model(**enc).logits.float()
+                p = torch.sigmoid(logits) if self.sigmoid else torch.softmax(logits, dim=-1)
+                probs[i: i + len(chunk)] = p.cpu().numpy()
+        scores = {k: probs[:, j] for j, k in enumerate(self.label_names)}
+        return _with_max(scores, self.labels)
+
+
+BACKENDS = {
+    "ensemble": EnsembleScorer,
+    "hate-classifier": HateClassifierScorer,
+    "profanity-check": ProfanityCheckScorer,
+    "detoxify": DetoxifyScorer,
+    "hf": HFClassifierScorer,
+}
+DEFAULT_BACKEND = "ensemble"
 
 
 def get_toxicity_scorer(backend: str = DEFAULT_BACKEND, **kwargs) -> ToxicityScorer:
+    """Build a scorer; ``kwargs`` go to the backend (e.g. ``model_path=`` for ``hf``)."""
     from simplesafe.errors import ConfigError
 
     if backend not in BACKENDS:
         raise ConfigError(f"unknown toxicity backend '{backend}'; allowed: {', '.join(BACKENDS)}")
-    return BACKENDS[backend](**kwargs)
+    try:
+        return BACKENDS[backend](**kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"bad options for toxicity backend '{backend}': {exc}") from None
+
+
+def resolve_threshold(threshold: float | str = DEFAULT_THRESHOLD, artifact: str | None = None) -> float:
+    """A number in (0, 1), or the name of an operating point stored with the hate classifier.
+
+    Names: ``report`` (0.1), ``recall_90`` / ``recall_95`` (threshold reaching that recall on
+    the held-out calibration split), ``fpr_05`` / ``fpr_01`` (that false-positive rate).
+    """
+    from simplesafe.errors import ConfigError
+
+    if isinstance(threshold, (int, float)) and not isinstance(threshold, bool):
+        if not 0.0 <= float(threshold) <= 1.0:
+            raise ConfigError(f"toxicity threshold must be in [0, 1], got {threshold}")
+        return float(threshold)
+    try:
+        return resolve_threshold(float(threshold))
+    except ValueError:
+        pass
+    from simplesafe.safety.classifier import HateClassifier
+
+    return HateClassifier(artifact).operating_point(str(threshold))
+
+
+class ToxicityConfig(StageConfig):
+    """Toxicity scoring settings a recipe can set (e.g. under ``toxicity:``)."""
+
+    backend: str = Field(DEFAULT_BACKEND, description=f"One of: {', '.join(BACKENDS)}.")
+    threshold: float | str = Field(DEFAULT_THRESHOLD,
+                                   description="Flag texts whose toxicity is above this: a number (the report's 0.1) "
+                                               "or a stored operating point (recall_90, recall_95, fpr_05, fpr_01).")
+    artifact: str | None = Field(None, description="Hate-classifier folder (default: cache build, else the shipped one).")
+    model_path: str | None = Field(None, description="hf backend: local sequence-classifier folder.")
+    benign_labels: list[str] | None = Field(None, description="hf backend: labels that mean 'safe'.")
+    checkpoint: str | None = Field(None, description="detoxify backend: local .ckpt file.")
+    config_path: str | None = Field(None, description="detoxify backend: local Hugging Face folder of its base model.")
+    model_type: str = Field("original", description="detoxify backend: original, unbiased or multilingual.")
+    batch_size: int = Field(64, ge=1, description="Texts per batch.")
+
+
+def scorer_from_config(cfg: ToxicityConfig) -> ToxicityScorer:
+    kw: dict = {"batch_size": cfg.batch_size}
+    if cfg.backend in ("ensemble", "hate-classifier"):
+        kw["artifact"] = cfg.artifact
+    elif cfg.backend == "hf":
+        kw.update(model_path=cfg.model_path, benign_labels=cfg.benign_labels)
+    elif cfg.backend == "detoxify":
+        kw.update(checkpoint=cfg.checkpoint, config_path=cfg.config_path, model_type=cfg.model_type)
+    return get_toxicity_scorer(cfg.backend, **kw)

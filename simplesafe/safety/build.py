@@ -1,0 +1,356 @@
+"""Build the hate classifier: embed the labelled corpora, split by group, train, calibrate, evaluate.
+
+Recipe (all seeded; ``simplesafe models build-safety`` runs it, ~4-8 minutes on 2 CPU cores):
+
+1. Load the corpora in ``../shared/data`` (:mod:`simplesafe.safety.corpora`), subsampled to
+   ``limits`` so that embedding fits the time budget.
+2. Embed every text once with frozen all-MiniLM-L6-v2 (Reimers & Gurevych 2019), truncated to
+   ``max_seq_length`` tokens. Embeddings are cached per corpus in ``$SIMPLESAFE_CACHE/safety/embeddings``
+   keyed by the texts, the encoder and the truncation, so a rebuild with other head settings is fast.
+3. Group-aware split (:mod:`simplesafe.safety.split`): templates, posts, equal texts and
+   near-duplicates (cosine >= ``near_duplicate_threshold``) never straddle train/calibration/test.
+4. Train the head candidates on train; choose the one with the best mean per-corpus AUROC
+   on the calibration split (frozen embeddings + logistic regression or a small MLP; a full
+   fine-tune of MiniLM costs about 3x the embedding pass per epoch and several epochs, which
+   does not fit 10 minutes on 2 cores).
+5. Calibrate on the calibration split (Platt's sigmoid or isotonic regression, picked by
+   2-fold cross-validated log-loss) so that a score of 0.1 means "about 10% of texts scored
+   like this were labelled hateful in the held-out mixture".
+6. Report per-corpus test AUROC, and precision / recall / false-positive rate at the 0.1
+   threshold; store named operating points; write the artifact atomically.
+
+    from simplesafe.safety.build import SafetyBuildConfig, build_safety_classifier
+    metrics = build_safety_classifier(SafetyBuildConfig(out="/tmp/hate-minilm"))
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from pydantic import Field
+
+from simplesafe.config import StageConfig
+from simplesafe.errors import DataError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LIMITS = {
+    "toxigen_annotated": 7009,
+    "toxigen_demonstrations": 1000,
+    "implicit_hate": 8000,
+    "stormfront": 4000,
+    "templates": 2400,
+    "wiki_talk": 1492,
+    "simple_wikipedia": 1500,
+}
+
+
+class SafetyBuildConfig(StageConfig):
+    """Settings of ``simplesafe models build-safety``."""
+
+    data_dir: str | None = Field(None, description="Folder holding the labelled corpora (default: ../shared/data).")
+    out: str | None = Field(None, description="Artifact folder (default: $SIMPLESAFE_CACHE/safety/hate-minilm).")
+    seed: int = Field(0, description="Seed for subsampling, splitting and the head.")
+    encoder: str = Field("embedded:minilm", description="Sentence encoder (kept frozen).")
+    max_seq_length: int = Field(128, ge=16, le=512, description="Encoder truncation in tokens.")
+    batch_size: int = Field(64, ge=1, description="Encoder batch size.")
+    threads: int = Field(2, ge=1, description="torch CPU threads for embedding.")
+    limits: dict[str, int | None] = Field(default_factory=lambda: dict(DEFAULT_LIMITS),
+                                          description="Rows per corpus (label-stratified subsample); null = all. "
+                                                      "Corpora not named are not used.")
+    near_duplicate_threshold: float = Field(0.95, gt=0, le=1.0,
+                                            description="Cosine similarity at which two texts count as near-duplicates "
+                                                        "(1.0 = exact normalised duplicates only).")
+    test_fraction: float = Field(0.15, gt=0, lt=0.5, description="Share of each corpus held out for test.")
+    calib_fraction: float = Field(0.15, gt=0, lt=0.5, description="Share of each corpus held out for calibration.")
+    heads: list[str] = Field(default_factory=lambda: ["logreg:4", "mlp:256"],
+                             description="Head candidates: logreg:C or mlp:HIDDEN; the best on calibration wins.")
+    balance_corpora: bool = Field(True, description="Weight training rows so each corpus counts the same.")
+    calibration: str = Field("auto", pattern="^(auto|platt|isotonic)$", description="Calibrator: auto, platt or isotonic.")
+    threshold: float = Field(0.1, gt=0, lt=1, description="Operating point reported as the default (the report's 0.1).")
+    progress: bool = Field(True, description="Show progress bars.")
+
+    def fingerprint(self) -> str:
+        d = self.model_dump(mode="json")
+        for k in ("out", "progress", "threads", "batch_size", "data_dir"):
+            d.pop(k, None)
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------- embeddings with a cache
+
+def embed_texts(texts: list[str], encoder_name: str, max_seq_length: int, batch_size: int = 64,
+                cache: Path | None = None, progress: bool = True) -> np.ndarray:
+    """Unit-normalised float32 embeddings; read from / written to ``cache`` keyed by the inputs."""
+    key = hashlib.sha256(
+        json.dumps([encoder_name, max_seq_length]).encode() + b"\0" + "\n".join(texts).encode()
+    ).hexdigest()[:24]
+    path = cache / f"{key}.npy" if cache else None
+    if path is not None and path.exists():
+        emb = np.load(path)
+        if emb.shape[0] == len(texts):
+            return emb
+    from simplesafe.models.load import load_sentence_encoder
+
+    enc = load_sentence_encoder(encoder_name)
+    old = enc.max_seq_length
+    enc.max_seq_length = max_seq_length
+    try:
+        emb = enc.encode(texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True,
+                         show_progress_bar=progress).astype(np.float32)
+    finally:
+        enc.max_seq_length = old
+    if path is not None:
+        from simplesafe.atomic import atomic_path
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as fh:
+                np.save(fh, emb)
+    return emb
+
+
+# ---------------------------------------------------------------- heads
+
+def fit_head(spec: str, x: np.ndarray, y: np.ndarray, w: np.ndarray, seed: int) -> dict[str, np.ndarray]:
+    """Fit ``logreg:C`` or ``mlp:HIDDEN`` and return its weights as float32 arrays."""
+    kind, _, arg = spec.partition(":")
+    if kind == "logreg":
+        from sklearn.linear_model import LogisticRegression
+
+        m = LogisticRegression(C=float(arg or 1.0), max_iter=2000, random_state=seed)
+        m.fit(x, y, sample_weight=w)
+        return {"w": m.coef_[0].astype(np.float32), "b": m.intercept_.astype(np.float32)}
+    if kind == "mlp":
+        from sklearn.neural_network import MLPClassifier
+
+        m = MLPClassifier(hidden_layer_sizes=(int(arg or 256),), alpha=1e-3, early_stopping=True,
+                          validation_fraction=0.1, n_iter_no_change=20, max_iter=300, random_state=seed)
+        m.fit(x, y, sample_weight=w)
+        return {"w1": m.coefs_[0].astype(np.float32), "b1": m.intercepts_[0].astype(np.float32),
+                "w2": m.coefs_[1].astype(np.float32), "b2": m.intercepts_[1].astype(np.float32)}
+    from simplesafe.errors import ConfigError
+
+    raise ConfigError(f"unknown head '{spec}'; use logreg:C or mlp:HIDDEN")
+
+
+def fit_calibrator(method: str, z: np.ndarray, y: np.ndarray, seed: int = 0) -> dict:
+    """Fit Platt or isotonic calibration; ``auto`` picks by 2-fold cross-validated log-loss."""
+    if method == "auto":
+        losses = {m: _cv_logloss(m, z, y, seed) for m in ("platt", "isotonic")}
+        best = min(losses, key=losses.get)
+        cal = fit_calibrator(best, z, y, seed)
+        cal["cv_logloss"] = {k: round(v, 5) for k, v in losses.items()}
+        return cal
+    if method == "platt":
+        from sklearn.linear_model import LogisticRegression
+
+        m = LogisticRegression(C=1e6, max_iter=1000).fit(z.reshape(-1, 1), y)
+        return {"method": "platt", "a": float(m.coef_[0, 0]), "b": float(m.intercept_[0])}
+    if method == "isotonic":
+        from sklearn.isotonic import IsotonicRegression
+
+        m = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(z, y)
+        return {"method": "isotonic", "x": [float(v) for v in m.X_thresholds_],
+                "y": [float(v) for v in m.y_thresholds_]}
+    from simplesafe.errors import ConfigError
+
+    raise ConfigError(f"unknown calibration '{method}'; use auto, platt or isotonic")
+
+
+def _cv_logloss(method: str, z: np.ndarray, y: np.ndarray, seed: int) -> float:
+    from simplesafe.safety.classifier import calibrate
+
+    rng = np.random.default_rng(seed)
+    fold = rng.permutation(len(z)) % 2
+    total = 0.0
+    for k in (0, 1):
+        cal = fit_calibrator(method, z[fold != k], y[fold != k])
+        p = np.clip(calibrate(cal, z[fold == k]), 1e-6, 1 - 1e-6)
+        yk = y[fold == k]
+        total += float(-(yk * np.log(p) + (1 - yk) * np.log(1 - p)).sum())
+    return total / len(z)
+
+
+# ---------------------------------------------------------------- metrics
+
+def binary_metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> dict:
+    """AUROC (when both classes occur) and precision / recall / FPR / flag rate at ``threshold``."""
+    from sklearn.metrics import roc_auc_score
+
+    y = np.asarray(y).astype(int)
+    flag = np.asarray(p) > threshold
+    pos, neg = y == 1, y == 0
+    out = {"n": int(len(y)), "positives": int(pos.sum())}
+    out["auroc"] = float(roc_auc_score(y, p)) if pos.any() and neg.any() else None
+    out["recall"] = float(flag[pos].mean()) if pos.any() else None
+    out["fpr"] = float(flag[neg].mean()) if neg.any() else None
+    out["precision"] = float(y[flag].mean()) if flag.any() else None
+    out["flag_rate"] = float(flag.mean()) if len(y) else None
+    return out
+
+
+def threshold_for_recall(y: np.ndarray, p: np.ndarray, recall: float) -> float:
+    """Largest threshold t with recall(score > t) >= ``recall``."""
+    pos = np.sort(np.asarray(p)[np.asarray(y) == 1])[::-1]
+    k = max(int(np.ceil(recall * len(pos))) - 1, 0)
+    return float(np.nextafter(pos[k], -np.inf))
+
+
+def threshold_for_fpr(y: np.ndarray, p: np.ndarray, fpr: float) -> float:
+    """Smallest threshold t with FPR(score > t) <= ``fpr``."""
+    neg = np.sort(np.asarray(p)[np.asarray(y) == 0])[::-1]
+    k = int(np.floor(fpr * len(neg)))
+    return float(neg[min(k, len(neg) - 1)])
+
+
+# ---------------------------------------------------------------- the build
+
+def load_and_split(cfg: SafetyBuildConfig):
+    """Load, embed (cached) and split the corpora as ``cfg`` says.
+
+    Returns ``(corpora, rows, emb, components, splits, timings)``; deterministic for a
+    given config, so ``bench/safety.py`` rebuilds exactly the held-out split of a build.
+    """
+    import torch
+
+    from simplesafe.paths import cache_dir, shared_data_dir
+    from simplesafe.safety.corpora import load_all
+    from simplesafe.safety.split import assign_splits, check_no_leak, group_components
+
+    torch.set_num_threads(cfg.threads)
+    root = Path(cfg.data_dir) if cfg.data_dir else shared_data_dir()
+    if root is None or not Path(root).is_dir():
+        raise DataError(root or "../shared/data", None, None,
+                        "labelled corpora folder not found; pass data_dir=PATH (see docs/safety.md)")
+    corpora = load_all(Path(root), limits=cfg.limits, seed=cfg.seed, names=list(cfg.limits))
+    rows = [r for name in corpora for r in corpora[name]]
+    log.info("loaded %d rows from %s", len(rows), ", ".join(f"{k}={len(v)}" for k, v in corpora.items()))
+
+    t0 = time.time()
+    emb_cache = cache_dir() / "safety" / "embeddings"
+    parts = []
+    for name, crows in corpora.items():
+        if cfg.progress:
+            print(f"embedding {name} ({len(crows)} texts)", flush=True)
+        parts.append(embed_texts([r.text for r in crows], cfg.encoder, cfg.max_seq_length, cfg.batch_size,
+                                 cache=emb_cache, progress=cfg.progress))
+    emb = np.concatenate(parts).astype(np.float32)
+    embed_seconds = time.time() - t0
+
+    t0 = time.time()
+    comp = group_components(rows, emb, cfg.near_duplicate_threshold)
+    splits = assign_splits(rows, comp, {"test": cfg.test_fraction, "calib": cfg.calib_fraction}, seed=cfg.seed)
+    check_no_leak(rows, comp, splits)
+    timings = {"embed": embed_seconds, "split": time.time() - t0}
+    return corpora, rows, emb, comp, splits, timings
+
+
+def build_safety_classifier(cfg: SafetyBuildConfig) -> dict:
+    """Run the whole build; write the artifact to ``cfg.out`` (or the cache) and return its metadata."""
+    from simplesafe.runs import set_seed
+    from simplesafe.safety.classifier import ARTIFACT_NAME, HEAD_FILE, META_FILE, calibrate, cache_artifact_dir, head_logits
+
+    t_start = time.time()
+    set_seed(cfg.seed)
+    out_dir = Path(cfg.out) if cfg.out else cache_artifact_dir()
+    corpora, rows, emb, comp, splits, timings = load_and_split(cfg)
+    embed_seconds, split_seconds = timings["embed"], timings["split"]
+
+    y = np.array([r.label for r in rows], dtype=np.int64)
+    src = np.array([r.source for r in rows])
+    tr, ca, te = splits == "train", splits == "calib", splits == "test"
+    w = np.ones(len(rows), dtype=np.float64)
+    if cfg.balance_corpora:
+        names_tr, counts = np.unique(src[tr], return_counts=True)
+        per = {n: tr.sum() / (len(names_tr) * c) for n, c in zip(names_tr, counts)}
+        w = np.array([per.get(s, 1.0) for s in src])
+
+    t0 = time.time()
+    candidates = {}
+    for spec in cfg.heads:
+        weights = fit_head(spec, emb[tr], y[tr], w[tr], cfg.seed)
+        z = head_logits(weights, emb[ca])
+        src_ca, y_ca = src[ca], y[ca]
+        aurocs = [binary_metrics(y_ca[src_ca == n], z[src_ca == n], 0.0)["auroc"] for n in corpora]
+        aurocs = [a for a in aurocs if a is not None]
+        candidates[spec] = (float(np.mean(aurocs)), weights)
+        log.info("head %s: mean calibration-split AUROC %.4f", spec, candidates[spec][0])
+        if cfg.progress:
+            print(f"head {spec}: mean calibration-split AUROC {candidates[spec][0]:.4f}", flush=True)
+    best = max(candidates, key=lambda k: candidates[k][0])
+    weights = candidates[best][1]
+    train_seconds = time.time() - t0
+
+    z_ca = head_logits(weights, emb[ca])
+    calibration = fit_calibrator(cfg.calibration, z_ca, y[ca], cfg.seed)
+    p_all = calibrate(calibration, head_logits(weights, emb))
+
+    test_metrics = {n: binary_metrics(y[te & (src == n)], p_all[te & (src == n)], cfg.threshold) for n in corpora}
+    test_metrics["all"] = binary_metrics(y[te], p_all[te], cfg.threshold)
+    p_ca = p_all[ca]
+    operating_points = {
+        "report": cfg.threshold,
+        "recall_90": threshold_for_recall(y[ca], p_ca, 0.90),
+        "recall_95": threshold_for_recall(y[ca], p_ca, 0.95),
+        "fpr_05": threshold_for_fpr(y[ca], p_ca, 0.05),
+        "fpr_01": threshold_for_fpr(y[ca], p_ca, 0.01),
+    }
+    counts = {n: {s: {"rows": int(((src == n) & (splits == s)).sum()),
+                      "positives": int(((src == n) & (splits == s) & (y == 1)).sum())}
+                  for s in ("train", "calib", "test")} for n in corpora}
+    meta = {
+        "name": ARTIFACT_NAME,
+        "encoder": cfg.encoder,
+        "max_seq_length": cfg.max_seq_length,
+        "head": best,
+        "head_candidates_calib_auroc": {k: round(v[0], 5) for k, v in candidates.items()},
+        "calibration": calibration,
+        "threshold": cfg.threshold,
+        "operating_points": operating_points,
+        "test_metrics": test_metrics,
+        "split_counts": counts,
+        "groups": int(len(np.unique(comp))),
+        "seconds": {"embed": round(embed_seconds, 1), "split": round(split_seconds, 1),
+                    "train": round(train_seconds, 1), "total": round(time.time() - t_start, 1)},
+        "texts_per_second_embedding": round(len(rows) / max(embed_seconds, 1e-9), 1),
+        "fingerprint": cfg.fingerprint(),
+        "config": cfg.model_dump(mode="json", exclude={"out", "data_dir", "progress"}),
+    }
+    _write_artifact(out_dir, weights, meta, HEAD_FILE, META_FILE)
+    meta["path"] = str(out_dir)
+    return meta
+
+
+def _write_artifact(out_dir: Path, weights: dict, meta: dict, head_file: str, meta_file: str) -> None:
+    """Write head + metadata into a temp folder, then swap it in, so readers never see half an artifact."""
+    from safetensors.numpy import save_file
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        save_file({k: np.ascontiguousarray(v) for k, v in weights.items()}, str(tmp / head_file))
+        (tmp / meta_file).write_text(json.dumps(meta, indent=1, sort_keys=False) + "\n", encoding="utf-8")
+        # mkdtemp makes a private folder; an artifact is meant to be read by everyone.
+        os.chmod(tmp, 0o755)
+        for f in (head_file, meta_file):
+            os.chmod(tmp / f, 0o644)
+        if out_dir.exists():
+            old = out_dir.with_name(out_dir.name + ".old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(out_dir, old)
+            os.replace(tmp, out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out_dir)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,127 @@
+"""Calibration, metrics and operating points of the safety build, on hand-made numbers."""
+
+import numpy as np
+import pytest
+
+from simplesafe.safety.build import (binary_metrics, fit_calibrator, fit_head, threshold_for_fpr,
+                                     threshold_for_recall)
+from simplesafe.safety.classifier import calibrate, head_logits
+
+
+def test_platt_calibration_recovers_a_known_sigmoid():
+    rng = np.random.default_rng(0)
+    z = rng.normal(scale=3, size=20000)
+    y = (rng.random(20000) < 1 / (1 + np.exp(-(0.5 * z - 1.0)))).astype(int)
+    cal = fit_calibrator("platt", z, y)
+    assert cal["method"] == "platt"
+    assert cal["a"] == pytest.approx(0.5, abs=0.05) and cal["b"] == pytest.approx(-1.0, abs=0.08)
+    assert calibrate(cal, np.array([2.0]))[0] == pytest.approx(0.5, abs=0.03)
+
+
+def test_isotonic_calibration_is_monotone_and_matches_frequencies():
+    # Scores 0..3; the true hateful rate per score is 0, 0.25, 0.5, 1.
+    z = np.repeat([0.0, 1.0, 2.0, 3.0], 4)
+    y = np.array([0, 0, 0, 0, 1, 0, 0, 0, 1, 1, 0, 0, 1, 1, 1, 1])
+    cal = fit_calibrator("isotonic", z, y)
+    p = calibrate(cal, np.array([-5.0, 0.0, 1.0, 2.0, 3.0, 9.0, 1.5]))
+    np.testing.assert_allclose(p, [0.0, 0.0, 0.25, 0.5, 1.0, 1.0, 0.375])
+
+
+def test_auto_calibration_reports_both_losses():
+    rng = np.random.default_rng(1)
+    z = rng.normal(size=2000)
+    y = (rng.random(2000) < 1 / (1 + np.exp(-2 * z))).astype(int)
+    cal = fit_calibrator("auto", z, y)
+    assert cal["method"] in ("platt", "isotonic") and set(cal["cv_logloss"]) == {"platt", "isotonic"}
+    assert cal["method"] == min(cal["cv_logloss"], key=cal["cv_logloss"].get)
+
+
+def test_calibrate_rejects_unknown_method():
+    from simplesafe.errors import ModelLoadError
+
+    with pytest.raises(ModelLoadError, match="unknown calibration"):
+        calibrate({"method": "magic"}, np.zeros(2))
+
+
+def test_binary_metrics_by_hand():
+    y = np.array([1, 1, 1, 0, 0, 0, 0, 0])
+    p = np.array([0.9, 0.2, 0.05, 0.3, 0.05, 0.0, 0.01, 0.02])
+    m = binary_metrics(y, p, 0.1)
+    assert m["recall"] == pytest.approx(2 / 3)
+    assert m["fpr"] == pytest.approx(1 / 5)
+    assert m["precision"] == pytest.approx(2 / 3)
+    assert m["auroc"] == pytest.approx(12.5 / 15)  # 12 of 15 pairs ordered right, one tie
+    assert binary_metrics(np.zeros(3), np.ones(3), 0.1)["auroc"] is None
+
+
+def test_operating_point_thresholds():
+    y = np.array([1] * 10 + [0] * 100)
+    p = np.concatenate([np.linspace(0.5, 0.95, 10), np.linspace(0.0, 0.6, 100)])
+    t = threshold_for_recall(y, p, 0.9)
+    assert ((p[y == 1] > t).mean()) >= 0.9
+    t = threshold_for_fpr(y, p, 0.05)
+    assert ((p[y == 0] > t).mean()) <= 0.05
+
+
+@pytest.mark.parametrize("spec", ["logreg:1", "mlp:16"])
+def test_heads_learn_a_separable_problem_and_numpy_forward_matches(spec):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2000, 8)).astype(np.float32)
+    y = (x[:, 0] + 0.5 * x[:, 1] > 0).astype(int)
+    weights = fit_head(spec, x, y, np.ones(2000), seed=0)
+    z = head_logits(weights, x)
+    assert z.shape == (2000,)
+    assert ((z > 0) == y).mean() > 0.9
+
+
+def test_unknown_head_is_a_config_error():
+    from simplesafe.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown head"):
+        fit_head("forest:3", np.zeros((4, 2)), np.array([0, 1, 0, 1]), np.ones(4), 0)
+
+
+# ---------------------------------------------------------------- a small real build (encoder + shared data)
+
+SMALL = {"toxigen_annotated": 80, "implicit_hate": 80, "templates": 60, "stormfront": 60}
+
+
+@pytest.mark.slow
+def test_small_build_is_reproducible_leak_free_and_loadable(shared_data, tmp_path):
+    from safetensors.numpy import load_file
+
+    from simplesafe.safety.build import SafetyBuildConfig, build_safety_classifier
+    from simplesafe.safety.classifier import HateClassifier
+
+    cfg = dict(data_dir=str(shared_data), limits=SMALL, heads=["logreg:1"], progress=False)
+    a = build_safety_classifier(SafetyBuildConfig(out=str(tmp_path / "a"), **cfg))
+    b = build_safety_classifier(SafetyBuildConfig(out=str(tmp_path / "b"), **cfg))
+    wa, wb = load_file(str(tmp_path / "a" / "head.safetensors")), load_file(str(tmp_path / "b" / "head.safetensors"))
+    np.testing.assert_array_equal(wa["w"], wb["w"])
+    assert a["split_counts"] == b["split_counts"] and a["fingerprint"] == b["fingerprint"]
+    for name, counts in a["split_counts"].items():
+        assert counts["test"]["rows"] > 0 and counts["train"]["rows"] > 0, name
+    assert set(a["operating_points"]) >= {"report", "recall_90", "fpr_05"}
+    clf = HateClassifier(tmp_path / "a")
+    p = clf.score(["I hate lesbian", "I am lesbian"])
+    assert p.shape == (2,) and np.all((p >= 0) & (p <= 1))
+
+
+@pytest.mark.slow
+def test_build_safety_cli_writes_to_out_and_reuses_a_cached_build(shared_data, tmp_path):
+    import subprocess
+    import sys
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "simplesafe.cli", *args], capture_output=True, text=True)
+
+    out = tmp_path / "cli"
+    args = ["models", "build-safety", "--out", str(out), f"data_dir={shared_data}",
+            "limits={toxigen_annotated: 60, templates: 60}", "heads=[logreg:1]", "progress=false"]
+    res = cli(*args)
+    assert res.returncode == 0, res.stderr
+    assert "AUROC" in res.stdout and (out / "safety.json").exists()
+    again = cli(*args)
+    assert again.returncode == 0 and "cached build" in again.stdout
+    bad = cli("models", "build-safety", "--out", str(out), "data_dir=/nonexistent/x")
+    assert bad.returncode == 2 and "not found" in bad.stderr and "Traceback" not in bad.stderr

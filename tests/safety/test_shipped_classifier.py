@@ -1,0 +1,76 @@
+"""The shipped hate classifier: loads offline, is small, and passes the functional checks.
+
+The fixtures are hand-written (tests/safety/fixtures, never used for training): HateCheck-style
+hate without profanity with neutral counterparts about the same groups, and profane
+offensive tweets against ordinary tweets.
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from simplesafe.safety.classifier import HEAD_FILE, META_FILE, HateClassifier, default_artifact_dir, shipped_artifact_dir
+from simplesafe.text.toxicity import get_toxicity_scorer
+
+FIX = Path(__file__).parent / "fixtures"
+
+
+def _jsonl(name):
+    return [json.loads(line) for line in (FIX / name).read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def ensemble():
+    return get_toxicity_scorer("ensemble")
+
+
+def test_shipped_artifact_is_small_complete_and_used_without_a_cache_build():
+    d = shipped_artifact_dir()
+    assert (d / HEAD_FILE).exists() and (d / META_FILE).exists()
+    assert sum(p.stat().st_size for p in d.iterdir()) < 600_000
+    assert default_artifact_dir() == d  # the test cache is empty, so the shipped copy is used
+    meta = json.loads((d / META_FILE).read_text())
+    assert meta["calibration"]["method"] in ("platt", "isotonic")
+    for name, m in meta["test_metrics"].items():
+        if m["auroc"] is not None and name not in ("all", "implicit_hate"):
+            assert m["auroc"] >= 0.85, name   # implicit_hate is the known exception, see docs/safety.md
+
+
+def test_cache_build_takes_precedence(tmp_path, monkeypatch):
+    import shutil
+
+    monkeypatch.setenv("SIMPLESAFE_CACHE", str(tmp_path))
+    target = tmp_path / "safety" / "hate-minilm"
+    shutil.copytree(shipped_artifact_dir(), target)
+    assert default_artifact_dir() == target
+    assert HateClassifier().artifact_dir == target
+
+
+def test_missing_artifact_is_a_clear_error(tmp_path):
+    from simplesafe.errors import ModelLoadError
+
+    with pytest.raises(ModelLoadError, match="build-safety"):
+        HateClassifier(tmp_path)
+
+
+def test_functional_hate_without_profanity_is_ranked_above_neutral_mentions(ensemble):
+    rows = [r for r in _jsonl("hate_functional.jsonl") if r["subset"] == "core"]
+    s = ensemble.score([r["text"] for r in rows])
+    y = [r["label"] for r in rows]
+    assert roc_auc_score(y, s["profanity"]) < 0.75          # the old default cannot see this hate
+    assert roc_auc_score(y, s["toxicity"]) >= 0.85            # the outside suite expects >= 0.80
+    hateful = s["toxicity"][np.array(y) == 1]
+    assert (hateful > 0.1).mean() >= 0.8
+
+
+def test_profane_tweets_ensemble_is_no_worse_than_profanity_alone(ensemble):
+    rows = _jsonl("profane_tweets.jsonl")
+    s = ensemble.score([r["text"] for r in rows])
+    y = [r["label"] for r in rows]
+    prof, ens = roc_auc_score(y, s["profanity"]), roc_auc_score(y, s["toxicity"])
+    assert ens >= 0.95
+    assert ens >= prof - 0.01
+    assert (s["toxicity"] >= s["profanity"]).all()            # max never lowers a profane score
