@@ -1,7 +1,7 @@
 """A backend for any server that implements OpenAI's ``POST /v1/chat/completions``.
 
 Works with OpenAI, a vLLM or llama.cpp server, TGI's Messages API and others: give the
-``base_url`` (``http://host:8000/v1``), the served ``model`` name and the NAME of the
+``base_url`` (``http://host:8000/v1``; a bare ``http://host:8000`` gets ``/v1``), the served ``model`` name and the NAME of the
 environment variable that holds the API key (``api_key_env``; unset is fine for local
 servers that need none). Requests run on a bounded thread pool (``max_workers``) over one
 ``httpx`` connection pool, each with a timeout and a token limit (``max_tokens``).
@@ -74,6 +74,10 @@ class OpenAIBackend(Backend):
         if not base_url or not base_url.startswith(("http://", "https://")):
             raise ConfigError(f"base_url must start with http:// or https:// (got {base_url!r})")
         self.base_url = base_url.rstrip("/")
+        if not httpx.URL(self.base_url).path.strip("/"):
+            # Bare host:port: OpenAI-compatible servers (vLLM, llama.cpp, TGI) serve under /v1.
+            self.base_url += "/v1"
+            log.info("base_url has no path; using %s", self.base_url)
         self.url = self.base_url + "/chat/completions"
         if self.base_url.endswith("/chat/completions"):
             self.url = self.base_url

@@ -72,7 +72,7 @@ class SelfInstructConfig(StageConfig):
     num_machine_instructions: int = Field(2, ge=0, description="of which machine-generated, once the pool has some")
     prompts_per_round: int = Field(8, ge=1, description="generation prompts sent together per round")
     max_prompts: int | None = Field(None, ge=1, description="give up after this many generation prompts (default 10 x num_instructions + 20)")
-    patience: int = Field(10, ge=1, description="stop after this many rounds in a row that keep nothing new")
+    patience: int = Field(5, ge=1, description="stop after this many rounds in a row that keep nothing new")
     rouge_threshold: float = Field(0.7, gt=0, le=1, description="reject an instruction with ROUGE-L >= this to any pooled one")
     min_words: int = Field(3, ge=1, description="shortest instruction kept (words)")
     max_words: int = Field(150, ge=1, description="longest instruction kept (words)")

@@ -183,3 +183,14 @@ def test_timeouts_are_retried_then_reported():
         out = backend(server, timeout_s=0.1, max_retries=1).generate(["a"], GenParams(max_new_tokens=4))
         assert server.hits == 2
     assert not out[0].ok and "timed out" in out[0].error
+
+
+def test_base_url_forms():
+    with LocalChatServer(echo) as server:
+        root = server.base_url[: -len("/v1")]
+        for url in (server.base_url, server.base_url + "/", root, root + "/", server.base_url + "/chat/completions"):
+            b = OpenAIBackend(url, "m", api_key_env=None)
+            assert b.url == server.base_url + "/chat/completions"
+            assert b.generate(["hi"], GenParams(max_new_tokens=2))[0] == "echo: hi"
+    with pytest.raises(Exception, match="http"):
+        OpenAIBackend("localhost:8000", "m")
