@@ -1,0 +1,113 @@
+"""Reward models: pair loading for each named source, a short run that learns, scoring helpers, the CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from simplesafe.errors import DataError
+from simplesafe.train.reward import (
+    RewardStageConfig,
+    load_pairs,
+    score_pairs,
+    score_texts,
+    split_hh_dialogue,
+    train_reward_model,
+)
+
+
+def _pairs(n: int, offset: int = 0) -> list[dict]:
+    # an easy preference: a polite plain answer beats a rude one
+    return [{"id": f"p{i}", "prompt": f"Question number {i}?", "chosen": f"A kind answer about {i}, thanks.",
+             "rejected": f"Go away you idiot {i}.", "weight": 1.0 if i % 2 else 0.5} for i in range(offset, offset + n)]
+
+
+def test_split_hh_dialogue_takes_the_final_assistant_turn():
+    text = "\n\nHuman: hi\n\nAssistant: hello\n\nHuman: help me\n\nAssistant: Sure, here is how."
+    prompt, answer = split_hh_dialogue(text)
+    assert prompt == "Human: hi\n\nAssistant: hello\n\nHuman: help me"
+    assert answer == "Sure, here is how."
+    with pytest.raises(ValueError):
+        split_hh_dialogue("\n\nHuman: no reply")
+
+
+def test_named_sources_load_with_disjoint_splits(bundled_data):
+    safety = load_pairs(RewardStageConfig(name="safety"))
+    assert sum(len(v) for v in safety.values()) >= 790  # 800 bundled pairs, empty final turns dropped
+    assert all(r["prompt"].startswith("Human:") and r["chosen"] and r["rejected"] for r in safety["train"])
+    train_prompts = {r["prompt"] for r in safety["train"]}
+    assert not train_prompts & {r["prompt"] for r in safety["test"]}
+    simple = load_pairs(RewardStageConfig(name="simplicity"))
+    assert RewardStageConfig(name="simplicity").prompt_used() is False
+    row = simple["train"][0]
+    assert row["prompt"] == "" and " ." not in row["chosen"]  # detokenised
+    assert len(simple["validation"]) > 50 and len(simple["test"]) > 50
+
+
+def test_rm_rows_need_fields_and_valid_weights(tmp_path):
+    from simplesafe.io import write_rows
+
+    d = tmp_path / "rm"
+    write_rows(d / "train.jsonl", _pairs(2) + [{"prompt": "q", "chosen": "a"}])
+    with pytest.raises(DataError, match=r"train.jsonl, line 3, field 'rejected'"):
+        load_pairs(RewardStageConfig(name="helpfulness", data=str(d)))
+    write_rows(d / "train.jsonl", [dict(_pairs(1)[0], weight=-1)])
+    with pytest.raises(DataError, match="weight"):
+        load_pairs(RewardStageConfig(name="helpfulness", data=str(d)))
+    with pytest.raises(Exception, match="pairs"):
+        RewardStageConfig(name="brevity").source()
+
+
+def test_causal_reward_model_learns_and_scores(tiny_model_dir, tmp_path):
+    splits = {"train": _pairs(48), "validation": _pairs(16, 100), "test": _pairs(16, 200)}
+    cfg = RewardStageConfig(name="helpfulness", backbone=str(tiny_model_dir), lr=3e-3, epochs=3, batch_size=8,
+                            max_length=64, early_stopping_patience=None, warmup_ratio=0.0)
+    metrics = train_reward_model(cfg, tmp_path / "rm", splits, progress=False)
+    assert metrics["kind"] == "causal"
+    assert metrics["history"][-1]["train_loss"] < metrics["history"][0]["train_loss"]
+    assert metrics["validation_loss"] < 0.69  # below chance (log 2)
+    assert metrics["validation_accuracy"] >= 0.8 and metrics["test_accuracy"] >= 0.8
+    saved = json.loads((tmp_path / "rm" / "metrics.json").read_text())
+    assert saved["test_n"] == 16
+    # the scoring helper reproduces the reported accuracy
+    val = splits["validation"]
+    c, r = score_pairs(tmp_path / "rm", [x["prompt"] for x in val], [x["chosen"] for x in val], [x["rejected"] for x in val])
+    assert float(np.mean(c > r)) == pytest.approx(metrics["validation_accuracy"], abs=1e-6)
+    s = score_texts(tmp_path / "rm", ["Question number 1?"] * 2, ["A kind answer about 1, thanks.", "Go away you idiot 1."])
+    assert s.shape == (2,) and s[0] > s[1]
+    # an ordinary sequence-classification folder
+    from simplesafe.models.load import load_sequence_classifier
+
+    assert load_sequence_classifier(str(tmp_path / "rm")).config.num_labels == 1
+
+
+@pytest.mark.slow
+def test_minilm_encoder_reward_model_on_simplicity_pairs(tmp_path):
+    cfg = RewardStageConfig(name="simplicity", max_train_rows=64, max_eval_rows=32, max_length=64, epochs=1,
+                            batch_size=16, lr=1e-4, train_layers=1)
+    metrics = train_reward_model(cfg, tmp_path / "rm", progress=False)
+    assert metrics["kind"] == "encoder" and metrics["use_prompt"] is False
+    assert metrics["train_loss_last"] < metrics["train_loss_first"]
+    assert 0.0 <= metrics["validation_accuracy"] <= 1.0 and metrics["test_n"] == 32
+    # prompts are ignored by a model trained without them
+    a = score_texts(tmp_path / "rm", ["anything"], ["The cat sat."])
+    b = score_texts(tmp_path / "rm", ["something else entirely"], ["The cat sat."])
+    assert a[0] == pytest.approx(b[0])
+
+
+def test_cli_rm_safety(tiny_model_dir, tmp_path):
+    out = tmp_path / "rm-safety"
+    cmd = [sys.executable, "-m", "simplesafe.cli", "train", "rm", "name=safety", f"backbone={tiny_model_dir}",
+           f"out={out}", "max_train_rows=32", "max_eval_rows=16", "max_length=64", "epochs=1"]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["source"] == "hh_rlhf" and m["n_train"] == 32 and "validation_accuracy" in m and "test_accuracy" in m
+    assert (out / "DONE").exists() and (out / "reward_config.json").exists()
+    assert "validation_accuracy" in res.stdout
+    bad = subprocess.run(cmd[:5] + ["name=safety", "lr=-1"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "lr" in bad.stderr
