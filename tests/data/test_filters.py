@@ -92,3 +92,16 @@ def test_question_rule_on_labelled_sample():
     assert m["n"] >= 80
     assert m["question_precision"] >= 0.9 and m["question_recall"] >= 0.9
     assert m["reject_precision"] >= 0.9 and m["reject_recall"] >= 0.9
+
+
+def test_question_rule_never_raises():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=150, deadline=None)
+    @given(st.text(), st.text())
+    def check(title, body):
+        ok, reason = question_post_verdict(title, body)
+        assert ok == (reason is None)
+
+    check()
