@@ -48,7 +48,8 @@ class GenerateConfig(StageConfig):
     repetition_penalty: float = Field(1.1, gt=0.0, description="HF repetition penalty")
     batch_size: int = Field(8, ge=1, description="prompts per generate() call")
     max_prompt_tokens: int = Field(512, ge=8, description="prompts are truncated from the left to this many tokens")
-    template: str = Field(TEMPLATE, description="prompt template with {q}")
+    template: str = Field(TEMPLATE, description="prompt template with {q} (or {question}), or 'chat' for the "
+                          "tokenizer's chat template")
     limit: int | None = Field(None, ge=1, description="use only the first N prompts")
     dtype: str = Field("float32", description="model dtype (float32 on CPU)")
     quantization: str = Field("none", description="none | nf4 | int8")
@@ -96,12 +97,22 @@ def load_generation_model(model: str, adapter: str | None, dtype: str = "float32
     return lm, tok
 
 
+def format_prompt(template: str, question: str, tok=None) -> str:
+    """The report's ``### Human: {q} ### Assistant:`` (or any {q}/{question} template), or the chat template."""
+    if template == "chat":
+        if tok is None or not getattr(tok, "chat_template", None):
+            raise ConfigError("template: chat needs a tokenizer with a chat_template")
+        return tok.apply_chat_template([{"role": "user", "content": question}], tokenize=False, add_generation_prompt=True)
+    return template.replace("{question}", question).replace("{q}", question)
+
+
 def _generate_batch(model, tok, prompts: list[str], cfg: GenerateConfig, seed: int) -> list[str]:
     import torch
 
     torch.manual_seed(seed)
+    # as in SFT training: the tokenizer's special tokens (BOS) unless a chat template wrote its own
     enc = tok(prompts, return_tensors="pt", padding=True, truncation=True, max_length=cfg.max_prompt_tokens,
-              add_special_tokens=False)
+              add_special_tokens=cfg.template != "chat")
     sample = cfg.temperature > 0
     kwargs = dict(max_new_tokens=cfg.max_new_tokens, do_sample=sample, pad_token_id=tok.pad_token_id,
                   eos_token_id=tok.eos_token_id, repetition_penalty=cfg.repetition_penalty)
@@ -134,8 +145,8 @@ def generate_answers(cfg: GenerateConfig, progress: bool = True) -> dict:
     """Generate (resumably) and write ``cfg.out``; returns counts."""
     from tqdm import tqdm
 
-    if "{q}" not in cfg.template:
-        raise ConfigError("template must contain {q}")
+    if cfg.template != "chat" and "{q}" not in cfg.template and "{question}" not in cfg.template:
+        raise ConfigError(f"template must contain {{q}} (or {{question}}) or be 'chat', got {cfg.template!r}")
     out = Path(cfg.out)
     progress_path = out.with_name(out.name + ".progress.jsonl")
     prompts = read_prompts(cfg.prompts, cfg.limit)
@@ -157,13 +168,13 @@ def generate_answers(cfg: GenerateConfig, progress: bool = True) -> dict:
             chunk = todo[start: start + cfg.batch_size]
             seed = chunk[0][0]
             same_seed = [c for c in chunk if c[0] == seed]  # a batch never mixes seeds
-            texts = _generate_batch(model, tok, [cfg.template.format(q=p["instruction"]) for _, p in same_seed], cfg,
+            texts = _generate_batch(model, tok, [format_prompt(cfg.template, p["instruction"], tok) for _, p in same_seed], cfg,
                                     seed=seed * 1_000_003 + start)
             for (s, p), text in zip(same_seed, texts):
                 append_jsonl(progress_path, {"id": p["id"], "seed": s, "output": text, "_params": params})
             rest = chunk[len(same_seed):]
             if rest:
-                texts = _generate_batch(model, tok, [cfg.template.format(q=p["instruction"]) for _, p in rest], cfg,
+                texts = _generate_batch(model, tok, [format_prompt(cfg.template, p["instruction"], tok) for _, p in rest], cfg,
                                         seed=rest[0][0] * 1_000_003 + start)
                 for (s, p), text in zip(rest, texts):
                     append_jsonl(progress_path, {"id": p["id"], "seed": s, "output": text, "_params": params})

@@ -78,9 +78,17 @@ def bertscore_scores(candidates: list[str], references: list[str], model: str = 
         if not Path(baseline_path).exists():
             raise DataError(baseline_path, None, None, "BERTScore baseline file not found")
         kwargs = dict(rescale_with_baseline=True, baseline_path=str(baseline_path), lang="en")
-    P, R, F = bert_score.score(list(candidates), list(references), model_type=path, num_layers=num_layers,
-                               batch_size=batch_size, verbose=False, **kwargs)
-    return {"bertscore_p": P.tolist(), "bertscore_r": R.tolist(), "bertscore_f1": F.tolist()}
+    # bert-score encodes an empty string through a tokenizer method transformers 5 removed, and an
+    # empty answer has no tokens to match anyway: such pairs score 0 and skip the encoder.
+    keep = [i for i, (c, r) in enumerate(zip(candidates, references)) if c.strip() and r.strip()]
+    out = {k: [0.0] * len(candidates) for k in ("bertscore_p", "bertscore_r", "bertscore_f1")}
+    if keep:
+        P, R, F = bert_score.score([candidates[i] for i in keep], [references[i] for i in keep], model_type=path,
+                                   num_layers=num_layers, batch_size=batch_size, verbose=False, **kwargs)
+        for key, vals in (("bertscore_p", P), ("bertscore_r", R), ("bertscore_f1", F)):
+            for i, v in zip(keep, vals.tolist()):
+                out[key][i] = float(v)
+    return out
 
 
 def load_references(path: str | Path) -> tuple[dict[str, str], dict[str, str]]:

@@ -20,8 +20,9 @@ def test_rouge_hand_computed():
 
 
 def test_bertscore_local_encoder(minilm_path):
-    s = bertscore_scores(["the cat sat on the mat", "the cat"], ["the cat sat on the mat", "the cat sat on the mat"],
+    s = bertscore_scores(["the cat sat on the mat", "the cat", ""], ["the cat sat on the mat"] * 3,
                          model=minilm_path, num_layers=6)
+    assert s["bertscore_f1"][2] == 0.0  # an empty answer
     assert s["bertscore_f1"][0] == pytest.approx(1.0, abs=1e-4)
     # a candidate contained in its reference: every candidate token matches well (high P), not every reference token (lower R)
     assert s["bertscore_p"][1] > s["bertscore_r"][1]
