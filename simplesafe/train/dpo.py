@@ -87,7 +87,7 @@ class DPOStageConfig(DataConfigMixin, StageConfig):
 
     @field_validator("loss_type", mode="before")
     @classmethod
-    def _one_or_many(cls, v):
+    def _loss_type_list(cls, v):
         return [v] if isinstance(v, str) else v
 
 
