@@ -129,14 +129,22 @@ def _cut(text: str, n: int) -> str:
 
 
 def _train(cfg: HumpbackConfig, rows: list[dict], out: Path, progress: bool) -> Path:
-    """Fine-tune ``cfg.base_model`` on prompt/completion rows; reuse a finished model folder."""
+    """Fine-tune ``cfg.base_model`` on prompt/completion rows; reuse a model trained on the same rows."""
+    import hashlib
+
+    from simplesafe.config import validate
     from simplesafe.train.sft import SFTStageConfig, train_sft
 
-    if (out / "metrics.json").exists() and (out / "config.json").exists():
-        log.info("reusing %s", out)
+    sft_cfg = validate(SFTStageConfig, {"seed": cfg.seed, "early_stopping_patience": None, **cfg.sft},
+                       source="humpback config", prefix="sft.")
+    fingerprint = hashlib.sha256(json.dumps([cfg.base_model, sft_cfg.model_dump(mode="json"), rows],
+                                            sort_keys=True).encode()).hexdigest()
+    marker = out / "humpback_fingerprint.txt"
+    if marker.exists() and marker.read_text().strip() == fingerprint and (out / "config.json").exists():
+        log.info("reusing %s (trained on the same rows)", out)
         return out
-    sft_cfg = SFTStageConfig(**{"seed": cfg.seed, "early_stopping_patience": None, **cfg.sft})
     train_sft(cfg.base_model, rows, None, out, sft_cfg, progress=progress)
+    marker.write_text(fingerprint + "\n")
     return out
 
 

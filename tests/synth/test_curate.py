@@ -69,3 +69,15 @@ def test_humpback_end_to_end_on_micro_model(tiny_model_dir, tmp_path):
     assert accounted == stats["passages"]  # every passage is either curated or rejected with a reason
     # a second call is a no-op (stage done)
     assert run_humpback(cfg, out, progress=False) == stats
+
+
+def test_bad_sft_key_is_a_config_error(tmp_path):
+    from simplesafe.errors import ConfigError
+
+    seed = tmp_path / "seed.jsonl"
+    seed.write_text('{"prompt": "q1?", "completion": "a1"}\n{"prompt": "q2?", "completion": "a2"}\n')
+    unl = tmp_path / "p.jsonl"
+    unl.write_text('{"text": "Some passage."}\n')
+    cfg = HumpbackConfig(seed_data=str(seed), unlabelled=str(unl), sft={"nope": 1})
+    with pytest.raises(ConfigError, match="sft.nope"):
+        run_humpback(cfg, tmp_path / "hb", progress=False)
