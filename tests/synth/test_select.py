@@ -55,3 +55,26 @@ def Counter_(it):
     from collections import Counter
 
     return Counter(it)
+
+
+def test_cli_select(tmp_path, capsys):
+    from simplesafe.cli import main
+
+    rows = [{"id": f"r{i}", "source": "ab"[i % 2], "prompt": f"q{i}", "completion": "a", "reward": float(i)} for i in range(8)]
+    write_scored(tmp_path / "s.jsonl", rows)
+    main(["synth", "select", f"input={tmp_path / 's.jsonl'}", "n=4", "quality_field=reward", "diversity=source",
+          "--out", str(tmp_path / "sel")])
+    out = capsys.readouterr().out
+    assert "selected 4 of 8 (source)" in out
+    sel = [json.loads(l) for l in (tmp_path / "sel" / "selected.jsonl").open()]
+    assert sorted(r["id"] for r in sel) == ["r4", "r5", "r6", "r7"]
+
+
+def test_missing_quality_names_file_line_and_field(tmp_path):
+    import pytest
+
+    from simplesafe.errors import DataError
+
+    write_scored(tmp_path / "s.jsonl", [{"prompt": "a", "score": 1}, {"prompt": "b", "score": "high"}])
+    with pytest.raises(DataError, match="s.jsonl, line 2, field 'score'"):
+        run_select(SelectConfig(input=str(tmp_path / "s.jsonl"), n=1, diversity="source"), tmp_path / "o")
