@@ -390,7 +390,7 @@ def train_reward_model(cfg: RewardStageConfig, out_dir: str | Path, splits: dict
         "name": cfg.name, "source": cfg.source(), "backbone": cfg.backbone, "kind": kind,
         "use_prompt": spec["use_prompt"], "n_train": len(splits["train"]),
         "n_validation": len(splits.get("validation", [])), "n_test": len(splits.get("test", [])),
-        "epochs_run": len(history), "best_epoch": best_epoch or len(history),
+        "world_size": accelerator.num_processes, "epochs_run": len(history), "best_epoch": best_epoch or len(history),
         "train_loss_first": train_losses[0], "train_loss_last": train_losses[-1], "history": history,
     }
     for split, res in final.items():
