@@ -45,7 +45,7 @@ from simplesafe.atomic import write_json
 from simplesafe.config import StageConfig
 from simplesafe.errors import ConfigError, DataError
 from simplesafe.io import read_rows, require, write_rows
-from simplesafe.llm.base import Backend, BackendConfig, GenParams, Generation, make_backend
+from simplesafe.llm.base import Backend, BackendConfig, GenParams, make_backend
 from simplesafe.synth import prompts as P
 from simplesafe.synth.novelty import NoveltyIndex
 
