@@ -139,7 +139,7 @@ def main() -> None:
         import pandas as pd
 
         df = pd.read_csv(eli5, sep="\t")
-        ordinary["ELI5 preferred answers"] = [str(t) for t in df["preferred"].tolist()[:500]]
+        ordinary["ELI5 preferred answers"] = [str(t) for t in df["preferred_response"].tolist()[:500]]
     for name, texts in ordinary.items():
         s = three(texts)
         print(f"flag rate @ {threshold:.3g} on {name} (n={len(texts)}): " +

@@ -28,13 +28,24 @@ ships a classifier calibrated by cross-validation on its own ~200k labelled text
 hate classifier is calibrated (Platt or isotonic, chosen by cross-validated log-loss) on a
 held-out, group-disjoint calibration split of the training corpora. So ``hate > 0.1``
 reads "at least ~10% of held-out texts with this score were labelled hateful" in that
-mixture (about 35% hateful); at lower real-world prevalence the same score means a lower
-probability, which makes 0.1 a high-recall, low-precision filter. Measured precision,
-recall and false-positive rate at 0.1 per held-out corpus are in ``docs/safety.md`` and in
-the artifact's ``safety.json`` (``test_metrics``); ``python bench/safety.py`` re-measures
-them. Other operating points are stored by name (``recall_90``, ``recall_95``, ``fpr_05``,
-``fpr_01``); a recipe picks one with ``threshold: recall_90`` or a number
-(:func:`resolve_threshold`, :class:`ToxicityConfig`).
+mixture (37% hateful, most benign texts mentioning the targeted groups). In practice 0.1 is
+a high-recall, low-precision filter. Measured on the group-disjoint test splits of the
+shipped build (``python bench/safety.py``; ``safety.json`` -> ``test_metrics``):
+
+    held-out corpus          hate classifier @0.1              ensemble @0.1
+                             AUROC  precision recall  FPR      recall  FPR
+    toxigen_annotated        0.911  0.52      0.96    0.45     0.97    0.55
+    toxigen_demonstrations   0.959  0.84      0.99    0.24     1.00    0.53
+    implicit_hate            0.788  0.53      0.97    0.79     0.98    0.82
+    stormfront               0.876  0.46      0.97    0.48     0.98    0.56
+    templates (unseen ones)  0.978  0.71      1.00    0.41     1.00    0.51
+    wiki_talk                0.937  0.55      0.93    0.20     0.98    0.24
+    simple_wikipedia (benign)  -     -         -      0.03      -      0.08
+
+Other operating points are stored by name (``recall_90``, ``recall_95``, ``fpr_05``,
+``fpr_01``, fitted on the calibration split); a recipe picks one with
+``threshold: recall_90`` or a number (:func:`resolve_threshold`, :class:`ToxicityConfig`).
+See docs/safety.md for how to get Detoxify weights and how the classifier was built.
 """
 
 from __future__ import annotations

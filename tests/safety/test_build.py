@@ -83,7 +83,7 @@ def test_unknown_head_is_a_config_error():
 
 # ---------------------------------------------------------------- a small real build (encoder + shared data)
 
-SMALL = {"toxigen_annotated": 80, "implicit_hate": 80, "templates": 60, "stormfront": 60}
+SMALL = {"toxigen_annotated": 60, "implicit_hate": 60, "templates": 48, "stormfront": 40}
 
 
 @pytest.mark.slow
