@@ -212,6 +212,11 @@ def _content(data) -> str:
     message = first.get("message")
     if isinstance(message, dict) and isinstance(message.get("content"), str):
         return message["content"]
+    if isinstance(message, dict) and isinstance(message.get("content"), list):
+        # content parts ([{"type": "text", "text": ...}]), as some servers return
+        texts = [p.get("text") for p in message["content"] if isinstance(p, dict) and isinstance(p.get("text"), str)]
+        if texts:
+            return "".join(texts)
     if isinstance(first.get("text"), str):
         return first["text"]
     raise FatalError("malformed completion: choices[0].message.content is missing or not a string")

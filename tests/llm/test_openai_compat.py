@@ -194,3 +194,13 @@ def test_base_url_forms():
             assert b.generate(["hi"], GenParams(max_new_tokens=2))[0] == "echo: hi"
     with pytest.raises(Exception, match="http"):
         OpenAIBackend("localhost:8000", "m")
+
+
+def test_content_parts_and_legacy_text_are_read():
+    replies = [{"choices": [{"message": {"role": "assistant", "content": [{"type": "text", "text": "a"},
+                                                                          {"type": "text", "text": "b"}]}}]},
+               {"choices": [{"text": "legacy"}]}]
+    with LocalChatServer(lambda body, hit: (200, replies[hit], {})) as server:
+        b = backend(server, max_workers=1)
+        assert b.generate(["one"], GenParams(max_new_tokens=2)) == ["ab"]
+        assert b.generate(["two"], GenParams(max_new_tokens=2)) == ["legacy"]
