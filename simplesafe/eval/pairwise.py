@@ -47,7 +47,6 @@ from simplesafe.atomic import write_json
 from simplesafe.config import read_yaml
 from simplesafe.errors import ConfigError, DataError
 from simplesafe.eval.annotators import (
-    AnnotatorSpec,
     PoolConfig,
     aggregate_verdicts,
     annotator_names,

@@ -2,7 +2,6 @@
 
 import json
 
-import numpy as np
 import pytest
 
 from simplesafe.eval.metrics import MetricsConfig, aggregate, bertscore_scores, compute_metrics, rouge_scores
