@@ -221,9 +221,12 @@ class RewardModelAnnotator(ScoreAnnotator):
         super().__init__(name, **kw)
         from simplesafe.models.load import load_sequence_classifier, load_tokenizer
 
+        import torch
+
         self.model = load_sequence_classifier(model)
-        self.model.eval()
+        self.model.to("cuda" if torch.cuda.is_available() else "cpu").eval()
         self.tokenizer = load_tokenizer(model, padding_side="right")
+        self.tokenizer.truncation_side = "left"  # long texts keep the answer, as the PPO reward does
         if self.model.config.pad_token_id is None:
             self.model.config.pad_token_id = self.tokenizer.pad_token_id
         self.batch_size, self.max_length, self.margin, self.template = batch_size, max_length, margin, template
@@ -236,7 +239,7 @@ class RewardModelAnnotator(ScoreAnnotator):
         with torch.no_grad():
             for i in range(0, len(texts), self.batch_size):
                 enc = self.tokenizer(texts[i: i + self.batch_size], return_tensors="pt", padding=True,
-                                     truncation=True, max_length=self.max_length)
+                                     truncation=True, max_length=self.max_length).to(self.model.device)
                 logits = self.model(**enc).logits.float()
                 # one-logit heads are the Bradley-Terry reward; two-logit heads score "chosen" minus "rejected"
                 vals = logits[:, 0] if logits.shape[-1] == 1 else logits[:, -1] - logits[:, 0]

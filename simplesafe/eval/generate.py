@@ -53,6 +53,7 @@ class GenerateConfig(StageConfig):
     limit: int | None = Field(None, ge=1, description="use only the first N prompts")
     dtype: str = Field("float32", description="model dtype (float32 on CPU)")
     quantization: str = Field("none", description="none | nf4 | int8")
+    device: str = Field("auto", description="auto (cuda when available, else cpu), cpu, cuda, cuda:1, ...")
 
 
 def read_prompts(path: str | Path, limit: int | None = None) -> list[dict]:
@@ -77,7 +78,16 @@ def read_prompts(path: str | Path, limit: int | None = None) -> list[dict]:
     return out
 
 
-def load_generation_model(model: str, adapter: str | None, dtype: str = "float32", quantization: str = "none"):
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def load_generation_model(model: str, adapter: str | None, dtype: str = "float32", quantization: str = "none",
+                          device: str = "auto"):
     """(model, tokenizer) for a full model, base + adapter, or an adapter folder alone."""
     from simplesafe.models.load import load_causal_lm, load_tokenizer
 
@@ -86,13 +96,18 @@ def load_generation_model(model: str, adapter: str | None, dtype: str = "float32
     if adapter is None and cfg_file.exists():
         base = json.loads(cfg_file.read_text())["base_model_name_or_path"]
         adapter_dir = model
-    lm = load_causal_lm(base, dtype=dtype, quantization=quantization)
+    device = resolve_device(device)
+    # quantized weights are placed by bitsandbytes at load time; full-precision ones are moved after
+    lm = load_causal_lm(base, dtype=dtype, quantization=quantization,
+                        device_map={"": device} if quantization != "none" else None)
     tok_src = adapter_dir if adapter_dir and (Path(adapter_dir) / "tokenizer_config.json").exists() else base
     tok = load_tokenizer(tok_src, padding_side="left")
     if adapter_dir:
         from peft import PeftModel
 
         lm = PeftModel.from_pretrained(lm, adapter_dir)
+    if quantization == "none":
+        lm = lm.to(device)
     lm.eval()
     return lm, tok
 
@@ -112,7 +127,7 @@ def _generate_batch(model, tok, prompts: list[str], cfg: GenerateConfig, seed: i
     torch.manual_seed(seed)
     # as in SFT training: the tokenizer's special tokens (BOS) unless a chat template wrote its own
     enc = tok(prompts, return_tensors="pt", padding=True, truncation=True, max_length=cfg.max_prompt_tokens,
-              add_special_tokens=cfg.template != "chat")
+              add_special_tokens=cfg.template != "chat").to(model.device)
     sample = cfg.temperature > 0
     kwargs = dict(max_new_tokens=cfg.max_new_tokens, do_sample=sample, pad_token_id=tok.pad_token_id,
                   eos_token_id=tok.eos_token_id, repetition_penalty=cfg.repetition_penalty)
@@ -162,7 +177,7 @@ def generate_answers(cfg: GenerateConfig, progress: bool = True) -> dict:
     if todo:
         if resumed:
             log.info("generate: resuming, %d of %d answers already done", resumed, len(todo) + resumed)
-        model, tok = load_generation_model(cfg.model, cfg.adapter, cfg.dtype, cfg.quantization)
+        model, tok = load_generation_model(cfg.model, cfg.adapter, cfg.dtype, cfg.quantization, cfg.device)
         bar = tqdm(total=len(todo), desc=f"generate {generator}", disable=not progress)
         for start in range(0, len(todo), cfg.batch_size):
             chunk = todo[start: start + cfg.batch_size]
