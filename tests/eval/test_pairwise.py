@@ -196,3 +196,13 @@ def test_json_list_and_jsonl_whatever_the_extension(tmp_path):
     (tmp_path / "bad.json").write_text('{"instruction": "q", "output": "a"}\n{"instruction": 3, "output": "b"}\n')
     with pytest.raises(DataError, match="bad.json, line 2, field 'instruction'"):
         load_outputs(tmp_path / "bad.json")
+
+
+def test_pool_level_noise_flips_a_quarter(tmp_path):
+    a = [{"instruction": f"q{i}", "output": "a much longer answer", "generator": "A"} for i in range(400)]
+    b = [{"instruction": f"q{i}", "output": "short", "generator": "B"} for i in range(400)]
+    pool = tmp_path / "pool.yaml"
+    pool.write_text("annotators:\n  - kind: length\nnoise: 0.25\nseed: 5\n")
+    s = run_pairwise(_write(tmp_path / "a.json", a), _write(tmp_path / "b.json", b), pool, tmp_path / "o", n_boot=100)
+    assert 0.68 < s["win_rate"] < 0.82  # 1 - 0.25 in expectation
+    assert s["annotators"]["length"]["win_rate"] == 1.0  # the annotator itself was noiseless
