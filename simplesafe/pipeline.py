@@ -1,10 +1,25 @@
 """``simplesafe run RECIPE.yaml``: the stages of a recipe in order, skipping finished ones.
 
-A recipe is one YAML file with a section per stage (``tiny_model``, ``data``, ``synth``,
-``sft``, ``rm``, ``dpo``, ``ppo``, ``merge``, ``eval``, ``report``); ``stages`` lists
-which to run. Each stage writes into ``RUN/<stage>/`` with a ``DONE`` marker (see
+A recipe is one YAML file with a section per stage; ``stages`` lists which to run:
+
+    tiny_model  pretrain the embedded base model (when base_model is embedded:tiny)
+    data        curate ELI5-style QA, preference pairs and Simple Wikipedia -> sft/ rm/ rl/ wiki/
+    backward    train a backward model M_yx (answer -> question) on the train-split QA pairs,
+                as Humpback does (Li et al., 2023), to serve as the question generator
+    synth       backtranslate questions for the Simple Wikipedia leads -> more SFT rows
+    sft         supervised fine-tuning on data/sft + synth (epochs chosen on validation loss)
+    rm          the named reward models (helpfulness, safety, simplicity)
+    dpo         DPO from the SFT model on data/rm pairs (LoRA; reference = adapters off)
+    merge       careful (NF4-aware) merge of the DPO adapter, compared with the simple merge
+    ppo         PPO from the SFT model on data/rl prompts with the composite reward
+    grpo        GRPO through TRL with the same reward (optional)
+    eval        base vs SFT vs DPO vs PPO on held-out prompts: readability, toxicity,
+                ROUGE/BERTScore, win rate against SFT under the offline annotator pool
+    report      one self-contained HTML file
+
+Each stage writes into ``RUN/<stage>/`` with a ``DONE`` marker (see
 :mod:`simplesafe.runs`), so an interrupted run continues from the last finished stage
-and a finished run re-runs in seconds. A timing table is printed at the end.
+and a finished run re-runs in seconds. Every section is validated before anything runs.
 
     simplesafe run recipes/demo.yaml
     simplesafe run recipes/demo.yaml sft.epochs=2 --run-dir runs/try2
@@ -18,38 +33,95 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from simplesafe.atomic import write_json
-from simplesafe.config import StageConfig, dump_config, load_config
+from simplesafe.config import StageConfig, deep_merge, dump_config, load_config, validate
 from simplesafe.errors import ConfigError
-from simplesafe.runs import is_done, stage
+from simplesafe.runs import is_done
 
 log = logging.getLogger(__name__)
 
+ALL_STAGES = ["tiny_model", "data", "backward", "synth", "sft", "rm", "dpo", "merge", "ppo", "grpo", "eval", "report"]
+
 
 class RecipeConfig(StageConfig):
-    """A whole pipeline. Sections are validated by their stage's own config class."""
+    """A whole pipeline. Each section is validated by its stage's own config class."""
 
     name: str = "run"
     seed: int = 0
     run_dir: str | None = None
-    base_model: str = Field("embedded:tiny", description="hub id, local path, or embedded:tiny")
-    stages: list[str] = Field(default_factory=lambda: ["tiny_model"])
-    tiny_model: dict = Field(default_factory=dict)
-    data: dict = Field(default_factory=dict)
-    synth: dict = Field(default_factory=dict)
-    sft: dict = Field(default_factory=dict)
-    rm: dict = Field(default_factory=dict)
-    dpo: dict = Field(default_factory=dict)
-    ppo: dict = Field(default_factory=dict)
-    grpo: dict = Field(default_factory=dict)
-    merge: dict = Field(default_factory=dict)
-    eval: dict = Field(default_factory=dict)
-    report: dict = Field(default_factory=dict)
+    base_model: str = Field("embedded:tiny", description="hub id, local path, or embedded:tiny (built by tiny_model)")
+    stages: list[str] = Field(default_factory=lambda: ["tiny_model", "data", "backward", "synth", "sft", "rm", "dpo", "merge",
+                                                        "ppo", "eval", "report"])
+    tiny_model: dict = Field(default_factory=dict, description="simplesafe.models.tiny.TinyModelConfig")
+    data: dict = Field(default_factory=dict, description="simplesafe.data.pipeline.DataBuildConfig")
+    backward: dict = Field(default_factory=dict, description="BackwardStageConfig (Humpback backward model)")
+    synth: dict = Field(default_factory=dict, description="simplesafe.synth.backtranslate.BacktranslateConfig")
+    sft: dict = Field(default_factory=dict, description="simplesafe.train.sft.SFTStageConfig")
+    rm: dict[str, dict] = Field(default_factory=dict, description="name -> simplesafe.train.reward.RewardStageConfig")
+    dpo: dict = Field(default_factory=dict, description="simplesafe.train.dpo.DPOStageConfig")
+    merge: dict = Field(default_factory=dict, description="mode, compare (merge of the DPO adapter)")
+    ppo: dict = Field(default_factory=dict, description="simplesafe.train.ppo.PPOStageConfig")
+    grpo: dict = Field(default_factory=dict, description="simplesafe.train.grpo config")
+    eval: dict = Field(default_factory=dict, description="simplesafe.eval.run.EvalConfig + prompts/limit")
+    report: dict = Field(default_factory=dict, description="max_prompts")
 
 
-StageFn = Callable[[RecipeConfig, Path, bool], dict]
+class MergeStageConfig(StageConfig):
+    mode: str = Field("careful", description="careful (NF4 round trip, as QLoRA trained) or simple")
+    compare: bool = Field(True, description="also build the other merge and report the differences")
+    max_rows: int = Field(100, ge=1, description="validation answers for the log-likelihood comparison")
+
+
+class BackwardStageConfig(StageConfig):
+    """The backward model M_yx: fine-tuned to write the question that an answer answers."""
+
+    max_pairs: int = Field(1000, ge=10, description="train-split (question, best answer) pairs used")
+    answer_words: int = Field(100, ge=10, description="answers are cut to this many words in the prompt "
+                              "(use the same value as synth.max_answer_words)")
+    validation_fraction: float = Field(0.1, gt=0, lt=0.5)
+    sft: dict = Field(default_factory=lambda: {"epochs": 2, "lr": 5e-4, "batch_size": 8, "grad_accum": 1},
+                      description="simplesafe.train.sft.SFTStageConfig overrides")
+
+
+class EvalStageConfig(StageConfig):
+    prompts: list[str] = Field(default_factory=lambda: ["data/sft/test.jsonl", "synth/test.jsonl"],
+                               description="held-out prompt files, relative to the run directory or absolute")
+    prompts_per_file: int = Field(25, ge=1, description="prompts taken from each file")
+    models: list[str] = Field(default_factory=lambda: ["base", "sft", "dpo", "ppo"], description="models to compare")
+    settings: dict = Field(default_factory=dict, description="simplesafe.eval.run.EvalConfig")
+
+
+class ReportStageConfig(StageConfig):
+    max_prompts: int = Field(40, ge=1, description="prompts in the side-by-side answer view")
+
+
+class Context:
+    """What stages need to find each other's outputs."""
+
+    def __init__(self, recipe: RecipeConfig, run_dir: Path, force: bool):
+        self.recipe = recipe
+        self.run_dir = run_dir
+        self.force = force
+
+    def path(self, *parts: str) -> Path:
+        return self.run_dir.joinpath(*parts)
+
+    @property
+    def base_model(self) -> str:
+        if self.recipe.base_model == "embedded:tiny":
+            from simplesafe.models.tiny import TinyModelConfig, default_tiny_path
+
+            cfg = validate(TinyModelConfig, self.recipe.tiny_model, "recipe", "tiny_model.")
+            return str(Path(cfg.out) if cfg.out else default_tiny_path())
+        return self.recipe.base_model
+
+    def sft_model(self) -> str:
+        return str(self.path("sft", "model"))
+
+
+StageFn = Callable[[Context], dict]
 STAGES: dict[str, StageFn] = {}
 
 
@@ -61,27 +133,301 @@ def register(name: str):
     return deco
 
 
-@register("tiny_model")
-def _tiny_model(recipe: RecipeConfig, run_dir: Path, force: bool) -> dict:
-    from simplesafe.models.tiny import TinyModelConfig, build_tiny_model, default_tiny_path
+def _section(cfg_cls, data: dict, name: str, defaults: dict | None = None):
+    return validate(cfg_cls, deep_merge(defaults or {}, data), "recipe", f"{name}.")
 
-    cfg = load_config(TinyModelConfig, None, None, defaults=recipe.tiny_model)
-    with stage(run_dir, "tiny_model", cfg, seed=cfg.seed, force=force) as st:
+
+# ----------------------------------------------------------------------------- stages
+
+@register("tiny_model")
+def _tiny_model(ctx: Context) -> dict:
+    from simplesafe.models.tiny import TinyModelConfig, build_tiny_model, default_tiny_path
+    from simplesafe.runs import stage
+
+    cfg = _section(TinyModelConfig, ctx.recipe.tiny_model, "tiny_model")
+    with stage(ctx.run_dir, "tiny_model", cfg, seed=cfg.seed, force=ctx.force) as st:
         if st.skipped:
             return json.loads((st.dir / "build_info.json").read_text())
         out = Path(cfg.out) if cfg.out else default_tiny_path()
         info_path = out / "build_info.json"
         metrics = None
-        if info_path.exists() and not force:
+        if info_path.exists() and not ctx.force:
             cached = json.loads(info_path.read_text())
-            if cached.get("fingerprint") == cfg.fingerprint():
+            if cached.get("fingerprint") == cfg.fingerprint() and (out / "model.safetensors").exists():
                 metrics = cached
-                log.info("reusing cached tiny model at %s", out)
+                print(f"  reusing the cached tiny model at {out}")
         if metrics is None:
             metrics = build_tiny_model(cfg)
         write_json(st.dir / "build_info.json", metrics)
         return metrics
 
+
+def _data_cfg(ctx: Context):
+    from simplesafe.data.pipeline import DataBuildConfig
+
+    return _section(DataBuildConfig, ctx.recipe.data, "data", {"seed": ctx.recipe.seed})
+
+
+@register("data")
+def _data(ctx: Context) -> dict:
+    from simplesafe.data.pipeline import build_datasets, print_funnel
+
+    headline = build_datasets(_data_cfg(ctx), ctx.path("data"), force=ctx.force)
+    stats_path = ctx.path("data", "stats.json")
+    if stats_path.exists():
+        print_funnel(json.loads(stats_path.read_text()))
+    return headline
+
+
+def _backward_cfgs(ctx: Context):
+    from simplesafe.synth.prompts import BACKTRANSLATE_SYSTEM
+    from simplesafe.train.sft import SFTStageConfig
+
+    cfg = _section(BackwardStageConfig, ctx.recipe.backward, "backward")
+    # The prompt the backtranslation backend renders through the chat template:
+    # "<system>\n### Human: <report prompt with the answer> ### Assistant:".
+    template = BACKTRANSLATE_SYSTEM + "\n### Human: {question} ### Assistant:"
+    sft = _section(SFTStageConfig, cfg.sft, "backward.sft",
+                   {"model": ctx.base_model, "template": template, "seed": ctx.recipe.seed})
+    return cfg, sft
+
+
+@register("backward")
+def _backward(ctx: Context) -> dict:
+    """Humpback's backward model: fine-tune the base on (answer -> question) train pairs."""
+    import random
+
+    from simplesafe.data.filters import Funnel
+    from simplesafe.data.pipeline import _load_questions, assign_split
+    from simplesafe.runs import stage
+    from simplesafe.synth.prompts import BACKTRANSLATE_PROMPT
+    from simplesafe.text.clean import clean_question, clean_reddit_text
+    from simplesafe.train.sft import train_sft
+
+    cfg, sft = _backward_cfgs(ctx)
+    dcfg = _data_cfg(ctx)
+    with stage(ctx.run_dir, "backward", {"backward": cfg.model_dump(), "sft": sft.model_dump()},
+               seed=ctx.recipe.seed, force=ctx.force) as st:
+        if st.skipped:
+            return json.loads((st.dir / "model" / "metrics.json").read_text())
+        pairs = []
+        for q in _load_questions(dcfg, [], Funnel()):
+            split = q.split or assign_split(q.id, dcfg.seed, dcfg.validation_fraction, dcfg.test_fraction)
+            if split != "train" or not q.answers:
+                continue  # validation/test questions never reach any model
+            best = max(q.answers, key=lambda a: (a.score is not None, a.score or 0))
+            question = clean_question(q.title, q.body)
+            answer = " ".join(clean_reddit_text(best.text).split()[: cfg.answer_words])
+            if question and answer:
+                pairs.append({"prompt": BACKTRANSLATE_PROMPT.format(answer=answer), "completion": question})
+        random.Random(ctx.recipe.seed).shuffle(pairs)
+        pairs = pairs[: cfg.max_pairs]
+        n_val = max(1, int(len(pairs) * cfg.validation_fraction))
+        if len(pairs) < 10:
+            raise ConfigError(f"backward: only {len(pairs)} train QA pairs to learn from; need at least 10")
+        return train_sft(ctx.base_model, pairs[n_val:], pairs[:n_val], st.dir / "model", sft)
+
+
+def _synth_cfg(ctx: Context):
+    from simplesafe.synth.backtranslate import BacktranslateConfig
+
+    generator = str(ctx.path("backward", "model")) if "backward" in ctx.recipe.stages else ctx.base_model
+    defaults = {"input": str(ctx.path("data", "wiki")), "seed": ctx.recipe.seed,
+                "backend": {"backend": "hf", "model": generator}}
+    return _section(BacktranslateConfig, ctx.recipe.synth, "synth", defaults)
+
+
+@register("synth")
+def _synth(ctx: Context) -> dict:
+    from simplesafe.synth.backtranslate import run_backtranslation
+
+    return run_backtranslation(_synth_cfg(ctx), ctx.path("synth"), force=ctx.force)
+
+
+def _sft_cfg(ctx: Context):
+    from simplesafe.train.sft import SFTStageConfig
+
+    data = [str(ctx.path("data", "sft"))]
+    if "synth" in ctx.recipe.stages:
+        data.append(str(ctx.path("synth")))
+    defaults = {"model": ctx.base_model, "data": data, "seed": ctx.recipe.seed}
+    return _section(SFTStageConfig, ctx.recipe.sft, "sft", defaults)
+
+
+@register("sft")
+def _sft(ctx: Context) -> dict:
+    from simplesafe.train.sft import run_sft
+
+    return run_sft(_sft_cfg(ctx), ctx.path("sft"), force=ctx.force)
+
+
+def _rm_cfgs(ctx: Context) -> dict:
+    from simplesafe.train.reward import RewardStageConfig
+
+    sections = ctx.recipe.rm or {"helpfulness": {}, "safety": {}, "simplicity": {}}
+    out = {}
+    for name, section in sections.items():
+        defaults = {"name": name, "seed": ctx.recipe.seed}
+        if name == "helpfulness":
+            defaults["data"] = [str(ctx.path("data", "rm"))]
+        out[name] = _section(RewardStageConfig, section or {}, f"rm.{name}", defaults)
+    return out
+
+
+@register("rm")
+def _rm(ctx: Context) -> dict:
+    from simplesafe.train.reward import run_reward
+
+    results = {}
+    for name, cfg in _rm_cfgs(ctx).items():
+        print(f"  reward model: {name}")
+        results[name] = run_reward(cfg, ctx.path(f"rm_{name}"), force=ctx.force)
+    return results
+
+
+def _dpo_cfg(ctx: Context):
+    from simplesafe.train.dpo import DPOStageConfig
+
+    defaults = {"model": ctx.sft_model(), "data": [str(ctx.path("data", "rm"))], "seed": ctx.recipe.seed}
+    return _section(DPOStageConfig, ctx.recipe.dpo, "dpo", defaults)
+
+
+@register("dpo")
+def _dpo(ctx: Context) -> dict:
+    from simplesafe.train.dpo import run_dpo
+
+    return run_dpo(_dpo_cfg(ctx), ctx.path("dpo"), force=ctx.force)
+
+
+@register("merge")
+def _merge(ctx: Context) -> dict:
+    from simplesafe.runs import stage
+    from simplesafe.train.merge import run_merge
+
+    cfg = _section(MergeStageConfig, ctx.recipe.merge, "merge")
+    adapter = ctx.path("dpo", "adapter")
+    with stage(ctx.run_dir, "merge", cfg, seed=ctx.recipe.seed, force=ctx.force) as st:
+        if st.skipped:
+            return json.loads((st.dir / "model" / "merge_report.json").read_text())
+        if not (adapter / "adapter_config.json").exists():
+            raise ConfigError(f"merge: no LoRA adapter at {adapter}; run DPO with method lora or qlora")
+        validation = ctx.path("data", "sft", "validation.jsonl")
+        return run_merge(ctx.sft_model(), adapter, st.dir / "model", mode=cfg.mode, compare=cfg.compare,
+                         validation=validation if validation.exists() else None, max_rows=cfg.max_rows)
+
+
+def _ppo_cfg(ctx: Context):
+    from simplesafe.train.ppo import PPOStageConfig
+
+    defaults = {"policy": ctx.sft_model(), "data": [str(ctx.path("data", "rl"))], "seed": ctx.recipe.seed}
+    return _section(PPOStageConfig, ctx.recipe.ppo, "ppo", defaults)
+
+
+@register("ppo")
+def _ppo(ctx: Context) -> dict:
+    from simplesafe.train.ppo import run_ppo
+
+    return run_ppo(_ppo_cfg(ctx), ctx.path("ppo"), force=ctx.force)
+
+
+def _grpo_cfg(ctx: Context):
+    from simplesafe.train.grpo import GRPOStageConfig
+
+    defaults = {"model": ctx.sft_model(), "data": [str(ctx.path("data", "rl"))], "seed": ctx.recipe.seed}
+    return _section(GRPOStageConfig, ctx.recipe.grpo, "grpo", defaults)
+
+
+@register("grpo")
+def _grpo(ctx: Context) -> dict:
+    from simplesafe.train.grpo import run_grpo
+
+    return run_grpo(_grpo_cfg(ctx), ctx.path("grpo"), force=ctx.force)
+
+
+def _model_paths(ctx: Context) -> dict[str, str]:
+    candidates = {
+        "base": ctx.base_model,
+        "sft": ctx.sft_model(),
+        "dpo": str(ctx.path("merge", "model")),
+        "ppo": str(ctx.path("ppo", "model")),
+        "grpo": str(ctx.path("grpo", "model")),
+    }
+    return candidates
+
+
+def _eval_cfg(ctx: Context):
+    from simplesafe.eval.run import EvalConfig
+
+    cfg = _section(EvalStageConfig, ctx.recipe.eval, "eval")
+    settings = _section(EvalConfig, cfg.settings, "eval.settings")
+    return cfg, settings
+
+
+@register("eval")
+def _eval(ctx: Context) -> dict:
+    from simplesafe.eval.run import run_eval
+    from simplesafe.io import read_rows, write_rows
+
+    cfg, settings = _eval_cfg(ctx)
+    paths = _model_paths(ctx)
+    models = {}
+    for name in cfg.models:
+        if name not in paths:
+            raise ConfigError(f"eval.models: unknown model '{name}'; allowed: {', '.join(paths)}")
+        if name in ("base",) or Path(paths[name]).exists():
+            models[name] = paths[name]
+        else:
+            print(f"  eval: skipping {name} (no model at {paths[name]})")
+    # One held-out prompt set: the first N prompts of each file, with their references.
+    prompt_file = ctx.path("eval_prompts.jsonl")
+    if not prompt_file.exists() or ctx.force:
+        rows = []
+        for rel in cfg.prompts:
+            p = Path(rel) if Path(rel).is_absolute() else ctx.path(rel)
+            if not p.exists():
+                print(f"  eval: no prompt file {p}; skipped")
+                continue
+            for i, (_, row) in enumerate(read_rows(p)):
+                if i >= cfg.prompts_per_file:
+                    break
+                rows.append({"id": f"{p.parent.name}/{row.get('id', i)}", "prompt": row["prompt"],
+                             **({"reference": row["completion"]} if row.get("completion") else {}),
+                             "source": row.get("source", p.parent.name)})
+        if not rows:
+            raise ConfigError("eval: no held-out prompts found (check eval.prompts)")
+        write_rows(prompt_file, rows)
+    rms = [str(ctx.path(f"rm_{n}", "model")) for n in ("helpfulness",) if ctx.path(f"rm_{n}", "model").exists()]
+    if rms and not settings.reward_models:
+        settings = settings.model_copy(update={"reward_models": rms})
+    return run_eval(settings, ctx.run_dir, models, prompt_file, force=ctx.force)
+
+
+@register("report")
+def _report(ctx: Context) -> dict:
+    from simplesafe.report.html import render_report
+
+    cfg = _section(ReportStageConfig, ctx.recipe.report, "report")
+    out = render_report(ctx.run_dir, ctx.path("report.html"), max_prompts=cfg.max_prompts)
+    return {"path": str(out)}
+
+
+VALIDATORS: dict[str, Callable[[Context], Any]] = {
+    "tiny_model": lambda c: c.base_model,
+    "data": _data_cfg,
+    "backward": _backward_cfgs,
+    "synth": _synth_cfg,
+    "sft": _sft_cfg,
+    "rm": _rm_cfgs,
+    "dpo": _dpo_cfg,
+    "merge": lambda c: _section(MergeStageConfig, c.recipe.merge, "merge"),
+    "ppo": _ppo_cfg,
+    "grpo": _grpo_cfg,
+    "eval": _eval_cfg,
+    "report": lambda c: _section(ReportStageConfig, c.recipe.report, "report"),
+}
+
+
+# ----------------------------------------------------------------------------- runner
 
 def resolve_run_dir(recipe: RecipeConfig, recipe_path: Path, run_dir: Path | None) -> Path:
     if run_dir is not None:
@@ -91,33 +437,94 @@ def resolve_run_dir(recipe: RecipeConfig, recipe_path: Path, run_dir: Path | Non
     return Path("runs") / (recipe.name or recipe_path.stem)
 
 
+def _summary(ctx: Context, results: dict) -> None:
+    lines = []
+    if "tiny_model" in results:
+        m = results["tiny_model"]
+        lines.append(f"base model: {m['parameters']:,} parameters, held-out perplexity "
+                     f"{m['held_out_perplexity']:.1f} (unigram {m['unigram_perplexity']:.1f})")
+    if "data" in results:
+        h = results["data"]
+        lines.append(f"data: {h.get('sft_rows')} SFT rows, {h.get('rm_pairs')} RM pairs, "
+                     f"{h.get('rl_prompts')} RL prompts, {h.get('wiki_leads')} wiki leads, {h.get('rejects')} rejects")
+    if "rm" in results:
+        accs = ", ".join(f"{k} {v.get('validation_accuracy', float('nan')):.2f}" for k, v in results["rm"].items())
+        lines.append(f"reward-model validation accuracy: {accs}")
+    if "eval" in results and isinstance(results["eval"], dict):
+        from simplesafe.commands.common import print_table
+
+        rows = []
+        for name, m in results["eval"].items():
+            if isinstance(m, dict):
+                rows.append({"model": name, **{k: v for k, v in m.items() if not isinstance(v, dict)}})
+        if rows:
+            print()
+            print_table(rows, title="Held-out evaluation (means over prompts and seeds)")
+    for line in lines:
+        print(line)
+    if "report" in results:
+        print(f"\nreport: {Path(results['report']['path']).resolve()}")
+
+
 def run_pipeline(recipe_path: Path, overrides: list[str], run_dir: Path | None = None, force: bool = False) -> dict:
     recipe = load_config(RecipeConfig, recipe_path, overrides)
     unknown = [s for s in recipe.stages if s not in STAGES]
     if unknown:
-        raise ConfigError(f"{recipe_path}: unknown stage(s) {', '.join(unknown)}; allowed: {', '.join(STAGES)}")
+        raise ConfigError(f"{recipe_path}: unknown stage(s) {', '.join(unknown)}; allowed: {', '.join(ALL_STAGES)}")
     rdir = resolve_run_dir(recipe, Path(recipe_path), run_dir)
+    ctx = Context(recipe, rdir, force)
+    for name in recipe.stages:  # fail on a bad section before hours of work
+        VALIDATORS[name](ctx)
     rdir.mkdir(parents=True, exist_ok=True)
-    (rdir / "recipe.yaml").write_text(dump_config(recipe), encoding="utf-8")
+    from simplesafe.atomic import write_text
+
+    write_text(rdir / "recipe.yaml", dump_config(recipe))
+    timings_path = rdir / "timings.json"
     timings, results = [], {}
     t_all = time.time()
     for name in recipe.stages:
-        was_done = is_done(rdir, name) and not force
+        was_done = _stage_done(rdir, name) and not force
         print(f"[{time.strftime('%H:%M:%S')}] stage {name}" + (" (done, skipping)" if was_done else ""), flush=True)
         t0 = time.time()
-        results[name] = STAGES[name](recipe, rdir, force)
+        results[name] = STAGES[name](ctx)
         timings.append({"stage": name, "status": "cached" if was_done else "ran", "seconds": round(time.time() - t0, 1)})
-    timings.append({"stage": "total", "status": "", "seconds": round(time.time() - t_all, 1)})
-    write_json(rdir / "timings.json", timings)
+        write_json(timings_path, _merge_timings(timings_path, timings))
+    total = {"stage": "total", "status": "", "seconds": round(time.time() - t_all, 1)}
+    final = _merge_timings(timings_path, timings + [total])
+    write_json(timings_path, final)
+    if "report" in recipe.stages:  # re-render so the report shows the final timing table
+        results["report"] = STAGES["report"](ctx)
     from simplesafe.commands.common import print_table
 
     print()
-    print_table(timings, title=f"Stage timings for {rdir}")
-    summary_fn = STAGES.get("_summary")
-    if summary_fn is not None:
-        summary_fn(recipe, rdir, False)
-    elif "tiny_model" in results:
-        m = results["tiny_model"]
-        print(f"\ntiny model: held-out perplexity {m['held_out_perplexity']:.1f} vs unigram {m['unigram_perplexity']:.1f}")
+    print_table(final, title=f"Stage timings (this invocation) for {rdir}")
+    _summary(ctx, results)
     print(f"\nrun directory: {rdir.resolve()}")
     return results
+
+
+def _stage_done(rdir: Path, name: str) -> bool:
+    if name == "rm":
+        return all(is_done(rdir, d.name) for d in rdir.glob("rm_*")) and any(rdir.glob("rm_*"))
+    if name == "report":
+        return False
+    return is_done(rdir, name)
+
+
+def _merge_timings(path: Path, new: list[dict]) -> list[dict]:
+    """Keep the seconds of stages that ran in an earlier (interrupted) invocation."""
+    old = {}
+    if path.exists():
+        try:
+            old = {r["stage"]: r for r in json.loads(path.read_text())}
+        except (json.JSONDecodeError, KeyError, TypeError):
+            old = {}
+    out = []
+    for row in new:
+        prev = old.get(row["stage"])
+        if row["status"] == "cached" and prev and prev.get("status") == "ran":
+            row = {**row, "status": "ran earlier", "seconds": prev["seconds"]}
+        elif row["status"] == "cached" and prev and prev.get("status") == "ran earlier":
+            row = {**row, "status": "ran earlier", "seconds": prev["seconds"]}
+        out.append(row)
+    return out
