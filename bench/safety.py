@@ -54,7 +54,7 @@ def _row(name: str, y, scores: dict[str, np.ndarray], threshold: float) -> dict:
 def _print_table(rows: list[dict], keys: list[str], threshold: float) -> None:
     head = f"{'held-out set':<26}{'n':>6}{'pos':>6}"
     for k in keys:
-        head += f" | {k + ' AUROC':>17} {'rec@' + str(threshold):>8} {'FPR@' + str(threshold):>8}"
+        head += f" | {k + ' AUROC':>17} {'rec@' + format(threshold, '.3g'):>8} {'FPR@' + format(threshold, '.3g'):>8}"
     print(head)
     print("-" * len(head))
     for r in rows:
