@@ -166,7 +166,10 @@ def generate_answers(cfg: GenerateConfig, progress: bool = True) -> dict:
     progress_path = out.with_name(out.name + ".progress.jsonl")
     prompts = read_prompts(cfg.prompts, cfg.limit)
     generator = cfg.generator or Path(cfg.adapter or cfg.model).name
-    params = generation_params(cfg)
+    from simplesafe.runs import file_sha256
+
+    # a progress log only resumes the same model, decoding settings and prompt file
+    params = {**generation_params(cfg), "prompts_sha256": file_sha256(cfg.prompts)}
     done_rows = read_jsonl_tolerant(progress_path)
     _drop_torn_tail(progress_path, done_rows)
     if done_rows and done_rows[0].get("_params") not in (None, params):

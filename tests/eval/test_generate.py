@@ -71,3 +71,13 @@ def test_prompt_file_errors(tmp_path):
     p.write_text(json.dumps({"text": "a"}) + "\n")
     with pytest.raises(DataError, match="line 1.*prompt"):
         read_prompts(p)
+
+
+def test_progress_from_other_settings_is_refused(tmp_path, prompts):
+    from simplesafe.errors import ConfigError
+
+    out = tmp_path / "g.jsonl"
+    out.with_name(out.name + ".progress.jsonl").write_text(
+        json.dumps({"id": "p0", "seed": 0, "output": "x", "_params": {"model": "other"}}) + "\n")
+    with pytest.raises(ConfigError, match="other generation parameters"):
+        generate_answers(GenerateConfig(model="unused", prompts=str(prompts), out=str(out)), progress=False)
