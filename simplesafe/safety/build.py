@@ -274,6 +274,11 @@ def build_safety_classifier(cfg: SafetyBuildConfig) -> dict:
     y = np.array([r.label for r in rows], dtype=np.int64)
     src = np.array([r.source for r in rows])
     tr, ca, te = splits == "train", splits == "calib", splits == "test"
+    for name, mask in (("train", tr), ("calibration", ca)):
+        if len(np.unique(y[mask])) < 2:
+            raise DataError(cfg.data_dir or "../shared/data", None, None,
+                            f"the {name} split has {int(mask.sum())} rows of one class only; "
+                            "raise `limits` or add a corpus with both hateful and benign rows")
     w = np.ones(len(rows), dtype=np.float64)
     if cfg.balance_corpora:
         names_tr, counts = np.unique(src[tr], return_counts=True)

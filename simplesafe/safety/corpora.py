@@ -314,18 +314,45 @@ def subsample(rows: list[LabelledText], limit: int | None, seed: int, by_group: 
     return picked
 
 
+CORPUS_DIRS = {
+    "toxigen_annotated": "toxigen-annotated",
+    "toxigen_demonstrations": "toxigen-demonstrations-prompts",
+    "implicit_hate": "implicit-hate-latent-hatred",
+    "stormfront": "stormfront-hate-speech",
+    "templates": "conversationai-sentence-templates-wiki-toxicity",
+    "wiki_talk": "conversationai-sentence-templates-wiki-toxicity",
+    "simple_wikipedia": "d-wikipedia-simple-articles",
+    "jigsaw_sample": "jigsaw-toxic-comments-sample",
+}
+
+
 def load_all(root: Path, limits: dict[str, int | None] | None = None, seed: int = 0,
-             names: list[str] | None = None) -> dict[str, list[LabelledText]]:
-    """Load the named corpora (default: all training corpora), subsampled to ``limits``."""
+             names: list[str] | None = None, skip_missing: bool = True) -> dict[str, list[LabelledText]]:
+    """Load the named corpora (default: all training corpora), subsampled to ``limits``.
+
+    A corpus whose whole folder is absent is skipped with a warning (``skip_missing``), so a
+    partial copy of the data still builds; a folder that is present but malformed raises
+    :class:`DataError`. No corpus at all is an error.
+    """
+    import logging
+
+    from simplesafe.errors import ConfigError
+
     limits = limits or {}
     names = names or [n for n in LOADERS if n != "jigsaw_sample"]
     out = {}
     for name in names:
         if name not in LOADERS:
-            from simplesafe.errors import ConfigError
-
             raise ConfigError(f"unknown safety corpus '{name}'; allowed: {', '.join(LOADERS)}")
+        if skip_missing and not (Path(root) / CORPUS_DIRS[name]).is_dir():
+            msg = f"safety corpus '{name}' skipped: {Path(root) / CORPUS_DIRS[name]} does not exist"
+            logging.getLogger(__name__).warning(msg)
+            print(f"warning: {msg}", flush=True)
+            continue
         rows = LOADERS[name](Path(root))
         out[name] = subsample(rows, limits.get(name), seed, by_group=(name == "templates"))
+    if not out:
+        raise DataError(root, None, None, f"none of the safety corpora ({', '.join(names)}) is present; "
+                                          f"expected folders such as {', '.join(sorted(set(CORPUS_DIRS.values())))}")
     return out
 

@@ -122,3 +122,17 @@ def test_real_templates_and_wiki_talk(shared_data):
 def test_real_jigsaw_sample_any_label_is_toxic(shared_data):
     rows = C.load_jigsaw_sample(shared_data)
     assert len(rows) == 101 and sum(r.label for r in rows) >= 13
+
+
+def test_load_all_skips_absent_folders_and_fails_when_none_present(tmp_path, capsys):
+    path = tmp_path / "implicit-hate-latent-hatred" / "implicit_hate_v1_stg1_posts.tsv"
+    _write_csv(path, ["post", "class"], [["a b c", "implicit_hate"], ["d e f", "not_hate"]], "\t")
+    out = C.load_all(tmp_path, names=["implicit_hate", "stormfront"])
+    assert list(out) == ["implicit_hate"] and len(out["implicit_hate"]) == 2
+    assert "stormfront" in capsys.readouterr().out
+    with pytest.raises(DataError, match="none of the safety corpora"):
+        C.load_all(tmp_path / "empty", names=["stormfront"])
+    from simplesafe.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown safety corpus"):
+        C.load_all(tmp_path, names=["reddit"])
