@@ -185,7 +185,11 @@ def load_policy(model: str, method: Method, dtype: str | None = None, gradient_c
     if method == "qlora":
         from peft import prepare_model_for_kbit_training
 
-        m = load_causal_lm(model, dtype=dtype, quantization="nf4", device_map={"": 0} if has_gpu() else None)
+        import os
+
+        # under DDP each process holds its own copy on its own GPU
+        device_map = {"": int(os.environ.get("LOCAL_RANK", 0))} if has_gpu() else None
+        m = load_causal_lm(model, dtype=dtype, quantization="nf4", device_map=device_map)
         return prepare_model_for_kbit_training(m, use_gradient_checkpointing=gradient_checkpointing)
     return load_causal_lm(model, dtype=dtype)
 

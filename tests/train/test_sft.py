@@ -148,3 +148,17 @@ def test_cli_sft_runs_resumes_and_reports_bad_rows(tiny_model_dir, tmp_path):
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 2
     assert "train.jsonl, line 2, field 'completion'" in res.stderr
+
+
+@pytest.mark.parametrize("name", ["sft", "rm", "dpo"])
+def test_gpu_recipes_are_valid_configs(name):
+    from pathlib import Path
+
+    from simplesafe.config import load_config
+    from simplesafe.train.dpo import DPOStageConfig
+    from simplesafe.train.reward import RewardStageConfig
+
+    model = {"sft": SFTStageConfig, "rm": RewardStageConfig, "dpo": DPOStageConfig}[name]
+    path = Path(__file__).resolve().parents[2] / "recipes" / "gpu" / f"{name}.yaml"
+    cfg = load_config(model, path, section=name)
+    assert cfg.data or name == "rm"
