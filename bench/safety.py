@@ -18,7 +18,6 @@ corpora's embeddings are read from the build's cache when present, else recomput
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import os
 import sys

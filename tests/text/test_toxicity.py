@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from simplesafe.errors import ConfigError, ModelLoadError
-from simplesafe.text import toxicity as tox
 from simplesafe.text.toxicity import (EnsembleScorer, ToxicityConfig, get_toxicity_scorer, resolve_threshold,
                                       scorer_from_config)
 
