@@ -55,7 +55,8 @@ def remove_urls(text: str) -> str:
     """Drop ELI5's ``_URL_n_`` placeholders and raw URLs; markdown links keep their text."""
     text = _MD_LINK.sub(lambda m: m.group(1), text)
     text = _URL_PLACEHOLDER.sub(" ", text)
-    text = _RAW_URL.sub(" ", text)
+    # a sentence that ends in a URL keeps its full stop: "see https://x.org." -> "see ."
+    text = _RAW_URL.sub(lambda m: " " + m.group(0)[len(m.group(0).rstrip(".,;:!?")):], text)
     return _EMPTY_BRACKETS.sub(" ", text)
 
 

@@ -21,6 +21,7 @@ def test_remove_urls_placeholders_raw_and_markdown_links():
     out = remove_urls("read https://example.com/a?b=1 or www.foo.org now")
     assert "http" not in out and "www" not in out and out.split() == ["read", "or", "now"]
     assert remove_urls("see [this page](http://x.com/a) too").split() == ["see", "this", "page", "too"]
+    assert normalize_whitespace(remove_urls("It is here: https://x.org/a. Next one.")) == "It is here:. Next one."
 
 
 def test_reddit_markdown_keeps_words_with_gt_and_exclamations():
