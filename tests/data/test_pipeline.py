@@ -220,3 +220,26 @@ def test_duplicate_question_keeps_the_evaluation_copy(tmp_path):
     rejects = [json.loads(x) for x in (tmp_path / "o" / "rejects.jsonl").read_text().splitlines()]
     assert [(r["id"], r["reason"]) for r in rejects] == [("t", "duplicate: exact duplicate of v")]
     assert [r["question_id"] for r in load_out(tmp_path / "o", "sft", "validation")] == ["v"]
+
+
+def test_interrupted_build_leaves_no_done_marker_and_reruns(tmp_path, monkeypatch):
+    import simplesafe.data.pipeline as pl
+
+    rows = [eli5_row("a", "Why do cats purr?", [(SIMPLE[1], 10)])]
+    qa = tmp_path / "qa.jsonl"
+    qa.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = DataBuildConfig(sources=[SourceConfig(path=str(qa), kind="qa")], leakage=False, plots=False,
+                          toxicity_backend="profanity-check")
+    real = pl._write_outputs
+
+    def crash(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pl, "_write_outputs", crash)
+    with pytest.raises(KeyboardInterrupt):
+        build_datasets(cfg, tmp_path / "o")
+    assert not (tmp_path / "o" / "DONE").exists() and not (tmp_path / "o" / "stats.json").exists()
+    monkeypatch.setattr(pl, "_write_outputs", real)
+    h = build_datasets(cfg, tmp_path / "o")
+    assert h["sft_rows"] == 1 and (tmp_path / "o" / "DONE").exists()
+    assert not list((tmp_path / "o").rglob("*.tmp"))
