@@ -91,6 +91,16 @@ def collect_metrics(run_dir: Path) -> tuple[list[dict], dict]:
             row = {"set": es.name, "model": model, "n": m.get("n")}
             for key, label in METRIC_COLUMNS:
                 row[label] = _cell(m["metrics"].get(key), percent=key in ("simple", "safe"))
+            # the headline judgements next to the metrics, so one row says everything about a model
+            for sfile in sorted((es / "pairwise").glob(f"{model}_vs_*/summary.json")):
+                s = _load_json(sfile) or {}
+                if s.get("win_rate") is not None:
+                    ref = sfile.parent.name[len(model) + len("_vs_"):]
+                    row[f"win rate vs {ref}"] = _cell({"mean": s["win_rate"], "ci_low": s.get("ci_low"),
+                                                       "ci_high": s.get("ci_high"), "n": s.get("n", 0)})
+            rub = _load_json(es / "rubric" / model / "summary.json") if (es / "rubric" / model / "summary.json").exists() else None
+            if rub and rub.get("mean") is not None:
+                row[f"rubric ({rub.get('rubric')})"] = _fmt(rub["mean"])
             rows.append(row)
             answers = mfile.with_suffix(".answers.jsonl")
             vals = read_jsonl_tolerant(answers)

@@ -71,6 +71,7 @@ def test_every_section_filled(report):
     # only the leaderboard section was not run
     assert html.count("not run") == 1
     assert "eval_accuracy" in html and "0.71" in html
+    assert "win rate vs sft" in html and "rubric (mtbench)" in html  # in the per-model metrics table
     assert "base vs sft" in html and "ppo vs sft" in html
     assert html.count("data:image/png;base64,") == 3  # readability, win rates, PPO curves
     from simplesafe.report.html import collect_curves
