@@ -25,7 +25,7 @@ import shutil
 import time
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from simplesafe.atomic import write_json
 from simplesafe.config import StageConfig
@@ -63,6 +63,14 @@ class ExpertIterationStageConfig(DataConfigMixin, StageConfig):
     sft: SFTStageConfig = Field(default_factory=_default_sft, description="fine-tuning of each round "
                                 "(its model/data/out are set by the loop)")
     seed: int = 0
+
+    @field_validator("sft", mode="before")
+    @classmethod
+    def _sft_over_round_defaults(cls, v):
+        """Keys given for ``sft`` override this stage's per-round defaults, not SFT's standalone ones."""
+        if isinstance(v, dict):
+            return {**_default_sft().model_dump(), **v}
+        return v
 
 
 def expert_iteration(cfg: ExpertIterationStageConfig, out_dir: str | Path, progress: bool = True, reward=None) -> dict:
