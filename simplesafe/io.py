@@ -130,6 +130,46 @@ def _read_parquet(path: Path) -> Iterator[tuple[int, Any]]:
         yield i, row
 
 
+HUB_PREFIX = "hub:"
+
+
+def is_hub_path(path) -> bool:
+    return isinstance(path, (str, Path)) and str(path).startswith(HUB_PREFIX)
+
+
+def parse_hub_path(path: str) -> dict:
+    """``hub:NAME?split=train&config=CFG&data_dir=DIR`` -> ``datasets.load_dataset`` arguments."""
+    from urllib.parse import parse_qs, urlsplit
+
+    rest = path[len(HUB_PREFIX):]
+    parts = urlsplit("x://h/" + rest)
+    name = parts.path.lstrip("/")
+    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    unknown = set(query) - {"split", "config", "data_dir", "revision"}
+    if not name or unknown:
+        raise DataError(path, None, None, "expected hub:NAME?split=SPLIT[&config=CFG][&data_dir=DIR][&revision=REV]"
+                        + (f"; unknown parameter(s) {', '.join(sorted(unknown))}" if unknown else ""))
+    return {"path": name, "name": query.get("config"), "data_dir": query.get("data_dir"),
+            "split": query.get("split", "train"), "revision": query.get("revision")}
+
+
+def _read_hub(path: str) -> Iterator[tuple[int, Any]]:
+    """Rows of a Hugging Face Hub dataset (needs hub access or a populated HF cache)."""
+    args = parse_hub_path(path)
+    try:
+        import datasets
+
+        ds = datasets.load_dataset(**{k: v for k, v in args.items() if v is not None})
+    except Exception as exc:  # hub errors come in many types; all mean "not available here"
+        raise DataError(path, None, None,
+                        f"could not load the hub dataset ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
+                        "offline, export it where the hub is reachable, e.g. "
+                        f"load_dataset('{args['path']}', split='{args['split']}').to_json('file.jsonl'), "
+                        "and point the recipe at that file") from None
+    for i, row in enumerate(ds, start=1):
+        yield i, row
+
+
 def read_rows(
     path: str | Path,
     on_error: OnError = "raise",
@@ -137,10 +177,15 @@ def read_rows(
 ) -> Iterator[tuple[int, dict]]:
     """Yield ``(line, row)`` for every row of ``path``.
 
+    ``path`` may also name a Hugging Face Hub dataset: ``hub:NAME?split=train`` (with
+    optional ``config``, ``data_dir``, ``revision``), read with ``datasets.load_dataset``.
     A malformed row raises :class:`DataError` naming file and line; with
     ``on_error="skip"`` it is appended to ``rejects`` as ``{"file", "line", "reason"}``
     instead, never dropped silently.
     """
+    if is_hub_path(path):
+        yield from _read_hub(str(path))
+        return
     path = Path(path)
     if not path.exists():
         raise DataError(path, None, None, "file not found")

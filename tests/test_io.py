@@ -68,3 +68,15 @@ def test_write_is_atomic_on_failure(tmp_path):
         write_rows(p, Boom())
     assert [json.loads(l) for l in p.read_text().splitlines()] == [{"a": 1}]
     assert not [f for f in tmp_path.iterdir() if f.name.endswith(".tmp")]
+
+
+def test_hub_path_parsing_and_offline_error():
+    from simplesafe.io import parse_hub_path
+
+    assert parse_hub_path("hub:Anthropic/hh-rlhf?split=test&data_dir=harmless-base") == {
+        "path": "Anthropic/hh-rlhf", "name": None, "data_dir": "harmless-base", "split": "test", "revision": None}
+    with pytest.raises(DataError, match="unknown parameter"):
+        parse_hub_path("hub:x/y?splt=train")
+    # HF_HUB_OFFLINE=1 in the tests: the error says how to work offline
+    with pytest.raises(DataError, match="export it where the hub is reachable"):
+        list(read_rows("hub:no-such-org/no-such-dataset?split=train"))

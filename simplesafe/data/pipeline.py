@@ -133,9 +133,12 @@ class DataBuildConfig(StageConfig):
         return self
 
 
-def resolve_path(path: str) -> Path:
+def resolve_path(path: str) -> Path | str:
+    from simplesafe.io import is_hub_path
     from simplesafe.paths import REPO_DIR
 
+    if is_hub_path(path):
+        return path  # a hub dataset, read by simplesafe.io.read_rows
     p = Path(path).expanduser()
     if p.exists():
         return p
