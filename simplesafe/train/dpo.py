@@ -211,6 +211,8 @@ def run_dpo(cfg: DPOStageConfig, out_dir: str | Path, force: bool = False) -> di
     out_dir = Path(out_dir)
     train, val = load_dpo_rows(cfg)
     inputs = split_paths(cfg.data, "train") + split_paths(cfg.data, "validation", cfg.validation)
+    if force:
+        shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)  # --force starts over, never resumes
     with stage(out_dir.parent, out_dir.name, cfg, inputs=inputs, seed=cfg.seed, force=force) as st:
         if st.skipped:
             return json.loads((out_dir / "metrics.json").read_text())
