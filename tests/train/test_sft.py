@@ -140,8 +140,10 @@ def test_cli_sft_runs_resumes_and_reports_bad_rows(tiny_model_dir, tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     assert (out / "DONE").exists() and (out / "model.safetensors").exists()
     assert "SFT ->" in res.stdout
+    stamp = (out / "model.safetensors").stat().st_mtime_ns
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert again.returncode == 0 and "already done" not in again.stdout  # skipped silently, same summary
+    assert again.returncode == 0 and "SFT ->" in again.stdout
+    assert (out / "model.safetensors").stat().st_mtime_ns == stamp  # a finished stage is skipped, not retrained
     bad = tmp_path / "bad"
     write_rows(bad / "train.jsonl", [{"prompt": "Q?", "completion": "A."}, {"prompt": "Q2?"}])
     res = subprocess.run(cmd[:5] + [f"data={bad}", f"model={tiny_model_dir}", f"out={tmp_path / 'x'}"],
