@@ -190,8 +190,26 @@ def load_policy(model: str, method: Method, dtype: str | None = None, gradient_c
         # under DDP each process holds its own copy on its own GPU
         device_map = {"": int(os.environ.get("LOCAL_RANK", 0))} if has_gpu() else None
         m = load_causal_lm(model, dtype=dtype, quantization="nf4", device_map=device_map)
+        if not has_gpu():
+            disable_bnb_cpu_packing(m)
         return prepare_model_for_kbit_training(m, use_gradient_checkpointing=gradient_checkpointing)
     return load_causal_lm(model, dtype=dtype)
+
+
+def disable_bnb_cpu_packing(model) -> None:
+    """Keep bitsandbytes' NF4 weights in their training layout on CPU.
+
+    In eval mode without gradients (our per-epoch validation), bitsandbytes 0.50 repacks
+    each 4-bit weight in place for its AVX512-bf16 CPU kernel; that kernel needs every
+    output size divisible by 32 and fails otherwise (the tiny model's 688-wide MLP), and
+    the repacked weight is then what training continues with. Evaluation is cheap enough
+    on the ordinary dequantise-and-matmul path.
+    """
+    import bitsandbytes as bnb
+
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            module.support_avx512bf16_for_cpu = False
 
 
 def training_arguments(out_dir: str | Path, *, lr: float, epochs: float, batch_size: int, grad_accum: int,

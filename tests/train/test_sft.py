@@ -164,3 +164,22 @@ def test_gpu_recipes_are_valid_configs(name):
     path = Path(__file__).resolve().parents[2] / "recipes" / "gpu" / f"{name}.yaml"
     cfg = load_config(model, path, section=name)
     assert cfg.data or name == "rm"
+
+
+def test_qlora_evaluates_with_layer_sizes_not_divisible_by_32(tiny_model_dir, tmp_path):
+    """bitsandbytes' CPU inference repacking needs sizes divisible by 32; the trainer keeps it off."""
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    from simplesafe.models.load import load_tokenizer
+
+    tok = load_tokenizer(str(tiny_model_dir))
+    config = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=72, num_hidden_layers=1,
+                         num_attention_heads=2, max_position_embeddings=128, pad_token_id=tok.pad_token_id,
+                         eos_token_id=tok.eos_token_id, bos_token_id=tok.eos_token_id)
+    odd = tmp_path / "odd"
+    AutoModelForCausalLM.from_config(config).save_pretrained(str(odd))
+    tok.save_pretrained(str(odd))
+    cfg = SFTStageConfig(method="qlora", lora={"r": 4, "alpha": 8, "dropout": 0.0}, epochs=2, batch_size=8,
+                         grad_accum=1, lr=1e-2, merge=False, early_stopping_patience=None)
+    metrics = train_sft(str(odd), _rows(8), _rows(4, 50), tmp_path / "out", cfg, progress=False)
+    assert len(metrics["eval_loss_per_epoch"]) == 2
