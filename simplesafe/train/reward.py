@@ -33,7 +33,6 @@ with ``reward_config.json`` describing how to build its inputs; score with
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import logging

@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
 from simplesafe.train.sft import SFTStageConfig, tokenize_example, train_sft
 
