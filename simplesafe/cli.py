@@ -19,6 +19,17 @@ import traceback
 import click
 import typer
 
+try:  # typer >= 0.17 vendors click and raises its own copies of click's exceptions
+    from typer import Abort as _TyperAbort, Exit as _TyperExit
+    from typer._click import exceptions as _tc
+except ImportError:  # pragma: no cover - older typer re-raises click's own
+    _TyperAbort, _TyperExit, _tc = click.exceptions.Abort, click.exceptions.Exit, click.exceptions
+
+_EXIT = (click.exceptions.Exit, _TyperExit)
+_NO_ARGS = (click.exceptions.NoArgsIsHelpError, _tc.NoArgsIsHelpError)
+_USAGE = (click.ClickException, _tc.ClickException)
+_ABORT = (click.exceptions.Abort, _TyperAbort)
+
 from simplesafe.commands import data, eval as eval_cmds, models, report, run, synth, train
 from simplesafe.commands.common import STATE
 from simplesafe.errors import SimplesafeError
@@ -59,15 +70,15 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     try:
         app(args=argv, standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except click.exceptions.NoArgsIsHelpError as exc:
+    except _EXIT as exc:
+        sys.exit(getattr(exc, "exit_code", 0))
+    except _NO_ARGS as exc:
         exc.show()
         sys.exit(0)
-    except click.ClickException as exc:
+    except _USAGE as exc:
         exc.show()
         sys.exit(2)
-    except click.exceptions.Abort:
+    except _ABORT:
         print("aborted", file=sys.stderr)
         sys.exit(130)
     except KeyboardInterrupt:

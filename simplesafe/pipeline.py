@@ -86,8 +86,10 @@ class BackwardStageConfig(StageConfig):
 
 
 class EvalStageConfig(StageConfig):
-    prompts: list[str] = Field(default_factory=lambda: ["data/sft/test.jsonl", "synth/test.jsonl"],
-                               description="held-out prompt files, relative to the run directory or absolute")
+    prompts: list[str] = Field(
+        default_factory=lambda: ["data/sft/test.jsonl", "synth/test.jsonl", "data/rl/test.jsonl"],
+        description="held-out prompt files, relative to the run directory or absolute; rows with a "
+                    "`completion` give ROUGE/BERTScore references")
     prompts_per_file: int = Field(25, ge=1, description="prompts taken from each file")
     models: list[str] = Field(default_factory=lambda: ["base", "sft", "dpo", "ppo"], description="models to compare")
     settings: dict = Field(default_factory=dict, description="simplesafe.eval.run.EvalConfig")
@@ -118,7 +120,7 @@ class Context:
         return self.recipe.base_model
 
     def sft_model(self) -> str:
-        return str(self.path("sft", "model"))
+        return str(self.path("sft"))  # trainers write an HF model folder into their stage folder
 
 
 StageFn = Callable[[Context], dict]
@@ -209,7 +211,7 @@ def _backward(ctx: Context) -> dict:
     with stage(ctx.run_dir, "backward", {"backward": cfg.model_dump(), "sft": sft.model_dump()},
                seed=ctx.recipe.seed, force=ctx.force) as st:
         if st.skipped:
-            return json.loads((st.dir / "model" / "metrics.json").read_text())
+            return json.loads((st.dir / "metrics.json").read_text())
         pairs = []
         for q in _load_questions(dcfg, [], Funnel()):
             split = q.split or assign_split(q.id, dcfg.seed, dcfg.validation_fraction, dcfg.test_fraction)
@@ -225,13 +227,13 @@ def _backward(ctx: Context) -> dict:
         n_val = max(1, int(len(pairs) * cfg.validation_fraction))
         if len(pairs) < 10:
             raise ConfigError(f"backward: only {len(pairs)} train QA pairs to learn from; need at least 10")
-        return train_sft(ctx.base_model, pairs[n_val:], pairs[:n_val], st.dir / "model", sft)
+        return train_sft(ctx.base_model, pairs[n_val:], pairs[:n_val], st.dir, sft)
 
 
 def _synth_cfg(ctx: Context):
     from simplesafe.synth.backtranslate import BacktranslateConfig
 
-    generator = str(ctx.path("backward", "model")) if "backward" in ctx.recipe.stages else ctx.base_model
+    generator = str(ctx.path("backward")) if "backward" in ctx.recipe.stages else ctx.base_model
     defaults = {"input": str(ctx.path("data", "wiki")), "seed": ctx.recipe.seed,
                 "backend": {"backend": "hf", "model": generator}}
     return _section(BacktranslateConfig, ctx.recipe.synth, "synth", defaults)
@@ -268,6 +270,8 @@ def _rm_cfgs(ctx: Context) -> dict:
     out = {}
     for name, section in sections.items():
         defaults = {"name": name, "seed": ctx.recipe.seed}
+        if (section or {}).get("backbone") == "sft":  # the report: the RM is the SFT model with a new head
+            section = {**section, "backbone": ctx.sft_model()}
         if name == "helpfulness":
             defaults["data"] = [str(ctx.path("data", "rm"))]
         out[name] = _section(RewardStageConfig, section or {}, f"rm.{name}", defaults)
@@ -320,6 +324,13 @@ def _ppo_cfg(ctx: Context):
     from simplesafe.train.ppo import PPOStageConfig
 
     defaults = {"policy": ctx.sft_model(), "data": [str(ctx.path("data", "rl"))], "seed": ctx.recipe.seed}
+    if "rewards" not in ctx.recipe.ppo:
+        # The report's composite goal: simple and safe, plus the learned helpfulness RM when trained.
+        rewards = [{"kind": "simplicity", "weight": 1.0}, {"kind": "safety", "weight": 1.0}]
+        if "rm" in ctx.recipe.stages and "helpfulness" in (ctx.recipe.rm or {"helpfulness": {}}):
+            rewards.append({"kind": "rm", "name": "helpfulness", "path": str(ctx.path("rm_helpfulness")),
+                            "weight": 0.5})
+        defaults["rewards"] = rewards
     return _section(PPOStageConfig, ctx.recipe.ppo, "ppo", defaults)
 
 
@@ -348,9 +359,9 @@ def _model_paths(ctx: Context) -> dict[str, str]:
     candidates = {
         "base": ctx.base_model,
         "sft": ctx.sft_model(),
-        "dpo": str(ctx.path("merge", "model")),
-        "ppo": str(ctx.path("ppo", "model")),
-        "grpo": str(ctx.path("grpo", "model")),
+        "dpo": str(ctx.path("merge", "model") if is_done(ctx.run_dir, "merge") else ctx.path("dpo")),
+        "ppo": str(ctx.path("ppo")),
+        "grpo": str(ctx.path("grpo")),
     }
     return candidates
 
@@ -374,7 +385,7 @@ def _eval(ctx: Context) -> dict:
     for name in cfg.models:
         if name not in paths:
             raise ConfigError(f"eval.models: unknown model '{name}'; allowed: {', '.join(paths)}")
-        if name in ("base",) or Path(paths[name]).exists():
+        if name == "base" or (Path(paths[name]) / "config.json").exists():
             models[name] = paths[name]
         else:
             print(f"  eval: skipping {name} (no model at {paths[name]})")
@@ -396,7 +407,7 @@ def _eval(ctx: Context) -> dict:
         if not rows:
             raise ConfigError("eval: no held-out prompts found (check eval.prompts)")
         write_rows(prompt_file, rows)
-    rms = [str(ctx.path(f"rm_{n}", "model")) for n in ("helpfulness",) if ctx.path(f"rm_{n}", "model").exists()]
+    rms = [str(ctx.path(f"rm_{n}")) for n in ("helpfulness",) if (ctx.path(f"rm_{n}") / "config.json").exists()]
     if rms and not settings.reward_models:
         settings = settings.model_copy(update={"reward_models": rms})
     return run_eval(settings, ctx.run_dir, models, prompt_file, force=ctx.force)

@@ -37,3 +37,13 @@ def test_unknown_key_lists_allowed(tmp_path):
 def test_debug_shows_traceback():
     res = cli("--debug", "models", "build-tiny", "hidden_size=big")
     assert res.returncode == 2 and "Traceback" in res.stderr
+
+
+def test_missing_option_is_usage_error_exit_2():
+    res = cli("merge", "--base", "x")
+    assert res.returncode == 2 and "Missing option" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_unknown_command_exit_2():
+    res = cli("no-such-command")
+    assert res.returncode == 2 and "No such command" in res.stderr

@@ -1,0 +1,116 @@
+"""The recipe runner end to end on the micro model: every stage, resume after a kill, re-run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from simplesafe.errors import ConfigError
+from simplesafe.pipeline import run_pipeline
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def micro_recipe(tmp_path: Path, base: Path, stages: list[str]) -> Path:
+    recipe = {
+        "name": "micro",
+        "seed": 0,
+        "base_model": str(base),
+        "stages": stages,
+        "data": {
+            "sources": [
+                {"path": str(REPO / "data/eli5/lfqa_preferences.tsv"), "kind": "pairs", "limit": 300},
+                {"path": str(REPO / "data/simplewiki/simple_articles.txt"), "kind": "wiki", "limit": 400},
+            ],
+            "lead_min_words": 60, "lead_max_words": 250, "rm_readability": "rejected_only",
+            "toxicity_backend": "profanity-check",
+        },
+        "backward": {"answer_words": 30, "max_pairs": 60, "sft": {"epochs": 1, "batch_size": 8, "max_length": 256}},
+        "synth": {"limit_per_split": 8, "max_answer_words": 30, "params": {"max_new_tokens": 16, "seed": 0}},
+        "sft": {"epochs": 1, "batch_size": 8, "grad_accum": 1, "max_length": 256, "max_train_rows": 48},
+        "rm": {"helpfulness": {"epochs": 1, "max_train_rows": 16, "batch_size": 8},
+               "simplicity": {"epochs": 1, "max_train_rows": 32, "max_eval_rows": 16, "batch_size": 8}},
+        "dpo": {"method": "lora", "max_steps": 2, "batch_size": 2, "grad_accum": 1, "max_length": 128,
+                "lora": {"r": 4, "alpha": 8}},
+        "ppo": {"steps": 2, "batch_size": 4, "mini_batch_size": 2, "ppo_epochs": 1, "max_new_tokens": 8,
+                "max_prompts": 8, "lora": {"r": 4, "alpha": 8},
+                "rewards": [{"kind": "simplicity"}, {"kind": "safety", "toxicity_backend": "profanity-check"}]},
+        "merge": {"max_rows": 8},
+        "eval": {"prompts_per_file": 3, "settings": {"seeds": [0], "max_new_tokens": 8, "n_boot": 50,
+                                                      "bertscore": False, "toxicity_backend": "profanity-check",
+                                                      "pool": "length"}},
+        "report": {"max_prompts": 3},
+    }
+    p = tmp_path / "micro.yaml"
+    p.write_text(yaml.safe_dump(recipe))
+    return p
+
+
+@pytest.mark.slow
+def test_every_stage_runs_and_rerun_is_cached(tmp_path, tiny_model_dir, capsys):
+    stages = ["data", "backward", "synth", "sft", "rm", "dpo", "merge", "ppo", "eval", "report"]
+    recipe = micro_recipe(tmp_path, tiny_model_dir, stages)
+    run = tmp_path / "run"
+    results = run_pipeline(recipe, [], run_dir=run)
+    for s in stages:
+        assert s in results
+    for d in ["data", "backward", "synth", "sft", "rm_helpfulness", "rm_simplicity", "dpo", "merge", "ppo", "eval"]:
+        assert (run / d / "DONE").exists(), d
+    html = Path(results["report"]["path"]).read_text()
+    for model in ("base", "sft", "dpo", "ppo"):
+        assert model in html
+    timings = json.loads((run / "timings.json").read_text())
+    assert [t["stage"] for t in timings][:len(stages)] == stages
+    t0 = time.time()
+    run_pipeline(recipe, [], run_dir=run)
+    out = capsys.readouterr().out
+    assert out.count("(done, skipping)") >= len(stages) - 1  # report always re-renders
+    assert time.time() - t0 < 60
+
+
+def test_bad_section_fails_before_any_stage_runs(tmp_path, tiny_model_dir):
+    recipe = micro_recipe(tmp_path, tiny_model_dir, ["data", "sft"])
+    data = yaml.safe_load(recipe.read_text())
+    data["sft"]["lr"] = "fast"
+    recipe.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match="sft.lr"):
+        run_pipeline(recipe, [], run_dir=tmp_path / "run")
+    assert not (tmp_path / "run" / "data").exists()
+
+
+def test_unknown_stage(tmp_path, tiny_model_dir):
+    recipe = micro_recipe(tmp_path, tiny_model_dir, ["data", "sfft"])
+    with pytest.raises(ConfigError, match="unknown stage"):
+        run_pipeline(recipe, [], run_dir=tmp_path / "run")
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_from_last_finished_stage(tmp_path, tiny_model_dir):
+    recipe = micro_recipe(tmp_path, tiny_model_dir, ["data", "backward", "sft"])
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "simplesafe.cli", "run", str(recipe), "--run-dir", str(run)]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                            start_new_session=True)
+    # kill the whole process group as soon as training of the backward model has begun
+    deadline = time.time() + 600
+    while time.time() < deadline and not (run / "backward" / "config.yaml").exists():
+        time.sleep(0.2)
+    time.sleep(1.0)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert (run / "data" / "DONE").exists()
+    assert not (run / "backward" / "DONE").exists()
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "stage data (done, skipping)" in res.stdout
+    assert (run / "backward" / "DONE").exists() and (run / "sft" / "DONE").exists()
+    assert not list(run.rglob("*.tmp"))
