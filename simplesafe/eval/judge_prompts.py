@@ -168,7 +168,7 @@ _VERDICT_LIKE = re.compile(r"output\s*\([ab]\)|\[\[\s*\w+\s*\]\]|\"winner\"|^\W*
 def strip_echoes(reply: str, candidates: tuple[str, ...]) -> str:
     """Cut verbatim copies of the candidates out of ``reply``.
 
-    Whole-candidate copies go first. Then single lines equal to a candidate line go,
+    Whole copies of multi-line candidates go first. Then single lines equal to a candidate line go,
     except a short verdict-like line ("Output (a)") that stands alone: the judge's own
     verdict may coincide with a line an answer planted, and dropping it would let the
     answer delete the real verdict. Such a line is cut only inside a run of two or more
@@ -180,7 +180,11 @@ def strip_echoes(reply: str, candidates: tuple[str, ...]) -> str:
         cand = (cand or "").strip()
         if not cand:
             continue
-        out = out.replace(cand, "\n")
+        if "\n" in cand:
+            # only multi-line copies are cut as a whole: a one-line answer such as "a", "B" or
+            # "4" also occurs inside the judge's own verdict line, and cutting it there would
+            # delete the verdict; one-line echoes are handled line by line below
+            out = out.replace(cand, "\n")
         cand_lines.update(line.strip() for line in cand.splitlines() if len(line.strip()) >= 4)
     if not cand_lines:
         return out
