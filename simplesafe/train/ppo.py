@@ -293,8 +293,6 @@ def batch_for_step(n_prompts: int, batch_size: int, step: int, seed: int) -> lis
 
 def response_mask(responses, eos_id: int):
     """1 up to and including the first EOS of each response (the whole row when there is none)."""
-    import torch
-
     is_eos = responses == eos_id
     after_eos = (is_eos.long().cumsum(1) - is_eos.long()) > 0
     return (~after_eos).long(), is_eos.any(1)

@@ -8,8 +8,10 @@ cannot mix several judges, RL can. A composite reward is::
 
 with sources (``kind``):
 
-- ``rm``: a learned reward model (a sequence classifier folder, e.g. from ``train rm``),
-  scoring ``### Human: {question} ### Assistant: {answer}``; the raw logit.
+- ``rm``: a learned reward model; the raw score. A ``train rm`` folder is scored by that
+  trainer's own helper (:func:`simplesafe.train.reward.load_reward_model`), in the format it
+  was trained on; any other one-output sequence classifier scores
+  ``### Human: {question} ### Assistant: {answer}`` (``template``).
 - ``simplicity``: a smooth step on readability, about 1 well below the target grade, 0.5
   at it, towards 0 above it (the report's bar: FKG < 9, FRE >= 60)::
 
@@ -176,7 +178,29 @@ class RewardModelScorer:
         return out
 
 
+class _TrainedRewardModel:
+    """A reward model from ``simplesafe train rm``: scored by that trainer's own helper, so the text
+    format (template, encoder pairs, truncation) is exactly the one it was trained on."""
+
+    def __init__(self, path: str, batch_size: int):
+        from simplesafe.train.reward import load_reward_model
+
+        self.rm = load_reward_model(path)
+        self.batch_size = batch_size
+
+    def score(self, questions: list[str], answers: list[str]) -> np.ndarray:
+        return self.rm.score(questions, answers, self.batch_size)
+
+
 def _rm_scorer(src: RewardSource):
+    """``train rm`` folders (they carry their reward config) use the RM trainer's scorer; any other
+    one-output sequence classifier is scored on ``template`` + answer by :class:`RewardModelScorer`."""
+    from simplesafe.train.reward import REWARD_CONFIG
+
+    if (Path(str(src.path)).expanduser() / REWARD_CONFIG).exists():
+        return _TrainedRewardModel(str(src.path), src.batch_size)
+    log.info("%s has no %s: scoring it as a plain sequence classifier on '%s' + answer",
+             src.path, REWARD_CONFIG, src.template)
     return RewardModelScorer(src.path, template=src.template, batch_size=src.batch_size, max_length=src.max_length)
 
 

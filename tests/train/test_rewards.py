@@ -88,3 +88,24 @@ def test_bad_reward_configs_are_refused():
         CompositeReward([RewardSource(kind="simplicity"), RewardSource(kind="simplicity")])
     with pytest.raises(ConfigError, match="no sources"):
         CompositeReward([])
+
+
+def test_a_train_rm_folder_is_scored_by_the_rm_trainers_own_helper(tiny_model_dir, tmp_path):
+    """Folders written by ``train rm`` carry reward_config.json; their scores match ``score_texts``."""
+    import json
+
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from simplesafe.train.reward import REWARD_CONFIG, score_texts
+
+    tok = AutoTokenizer.from_pretrained(str(tiny_model_dir))
+    rm = AutoModelForSequenceClassification.from_pretrained(str(tiny_model_dir), num_labels=1)
+    rm.config.pad_token_id = tok.pad_token_id
+    rm.save_pretrained(tmp_path / "rm-safety")
+    tok.save_pretrained(tmp_path / "rm-safety")
+    (tmp_path / "rm-safety" / REWARD_CONFIG).write_text(json.dumps(
+        {"kind": "causal", "use_prompt": True, "template": "### Human: {question} ### Assistant:", "max_length": 64}))
+    reward = CompositeReward([RewardSource(kind="rm", name="safety_rm", path=str(tmp_path / "rm-safety"))])
+    qs, ans = ["Why?", "How?"], ["Because.", "Like this, slowly."]
+    np.testing.assert_allclose(reward.score(qs, ans).parts["safety_rm"], score_texts(tmp_path / "rm-safety", qs, ans),
+                               rtol=1e-5)
