@@ -177,7 +177,8 @@ class OpenAIBackend(Backend):
             return Generation("", error=str(exc))
         except Exception as exc:  # one odd reply must not kill a long job
             return Generation("", error=f"{type(exc).__name__}: {self._scrub(str(exc))[:200]}")
-        return Generation(apply_stop(text, params.stop))
+        # a server that echoes the key back in a completion must not get it into outputs or the cache
+        return Generation(apply_stop(self._scrub(text), params.stop))
 
     def _generate_uncached(self, prompts: list[Prompt], params: GenParams, on_done: OnDone) -> list[Generation]:
         results: list[Generation | None] = [None] * len(prompts)
