@@ -467,7 +467,13 @@ def _summary(ctx: Context, results: dict) -> None:
         rows = []
         for name, m in results["eval"].items():
             if isinstance(m, dict):
-                rows.append({"model": name, **{k: v for k, v in m.items() if not isinstance(v, dict)}})
+                row = {"model": name}
+                for k, v in m.items():
+                    if isinstance(v, (list, tuple)) and len(v) == 2 and all(isinstance(x, (int, float)) for x in v):
+                        row[k] = f"[{v[0]:.2f}, {v[1]:.2f}]"
+                    elif not isinstance(v, dict):
+                        row[k] = v
+                rows.append(row)
         if rows:
             print()
             print_table(rows, title="Held-out evaluation (means over prompts and seeds)")
