@@ -11,7 +11,8 @@ Text", section 2.2) with its thresholds as defaults:
    remove cross-split leakage (cosine >= 0.6 of question embeddings; train loses to
    validation/test, test loses to validation);
 4. clean and score answers in batches (words, FRE, FKG, toxicity; ``datasets.map``
-   with ``num_proc`` workers for large inputs); drop answers under 20 words, not simple
+   with ``num_proc`` workers for large inputs, or Ray Data with ``executor: ray``, see
+   :mod:`simplesafe.data.ray_executor`); drop answers under 20 words, not simple
    (FRE < 60 or FKG >= 9) and exact duplicates; flag low-score (< 4), toxic (> 0.1)
    and "Edit:" answers, which may appear only as ``rejected`` in RM data. The toxicity
    model (the slow part) runs only on answers that no other flag already restricts to
@@ -43,6 +44,7 @@ Dataset formats (the trainers read these; ``datasets.load_dataset("json", ...)``
 
     simplesafe data build recipes/demo.yaml            # the recipe's ``data`` section
     simplesafe data build data.yaml out=runs/data pair_strategy=top2
+    simplesafe data build recipe.yaml executor=ray ray_address=auto   # on a Ray head node
 """
 
 from __future__ import annotations
@@ -120,6 +122,9 @@ class DataBuildConfig(StageConfig):
     num_proc: int = Field(1, ge=1, description="worker processes for cleaning/scoring large inputs (datasets.map)")
     parallel_min_rows: int = Field(20_000, ge=1, description="use datasets.map with num_proc only from this many answers")
     batch_size: int = Field(256, ge=1, description="texts per scoring batch")
+    executor: Literal["local", "ray"] = Field(
+        "local", description="local: in-process / datasets.map; ray: clean and score on Ray Data (pip install 'simplesafe[ray]')")
+    ray_address: str | None = Field(None, description="executor ray: cluster address ('auto' on a head node, 'ray://HOST:10001'); unset = local mode with num_proc CPUs")
     plots: bool = Field(True, description="write PNG histograms of FRE, FKG, toxicity and length")
 
     @model_validator(mode="after")
@@ -293,7 +298,7 @@ def _score_answers(cfg, qdocs) -> list[dict]:
                             "dispreferred": q.kind == "pair" and a.score != top})
     scores = score_texts([a["raw"] for a in answers], backend=cfg.toxicity_backend, batch_size=cfg.batch_size,
                          num_proc=cfg.num_proc, parallel_min_rows=cfg.parallel_min_rows, progress=len(answers) > 2000,
-                         clean=True, toxicity=False)
+                         clean=True, toxicity=False, executor=cfg.executor, ray_address=cfg.ray_address)
     for i, a in enumerate(answers):
         for col, values in scores.items():
             a[col] = values[i]
@@ -306,7 +311,8 @@ def _score_toxicity(cfg, answers: list[dict]) -> None:
     from simplesafe.data.scoring import score_texts
 
     scores = score_texts([a["text"] for a in answers], backend=cfg.toxicity_backend, batch_size=cfg.batch_size,
-                         num_proc=cfg.num_proc, parallel_min_rows=cfg.parallel_min_rows, progress=len(answers) > 2000)
+                         num_proc=cfg.num_proc, parallel_min_rows=cfg.parallel_min_rows, progress=len(answers) > 2000,
+                         executor=cfg.executor, ray_address=cfg.ray_address)
     for i, a in enumerate(answers):
         for col in scores:
             if col not in ("n_words", "fre", "fkg"):
@@ -426,7 +432,8 @@ def _build_wiki(cfg, rejects, funnel, rng) -> tuple[dict, list[dict]]:
     docs = run_filters(docs, [WikiMarkupFilter("full"), MinWordsFilter(cfg.min_article_words, "article_words")], "wiki", funnel, rejects)
     # no toxicity model on Wikipedia: the report notes encyclopedic text is not toxic
     scores = score_texts([d["text"] for d in docs], batch_size=cfg.batch_size, num_proc=cfg.num_proc,
-                         parallel_min_rows=cfg.parallel_min_rows, progress=len(docs) > 2000, toxicity=False)
+                         parallel_min_rows=cfg.parallel_min_rows, progress=len(docs) > 2000, toxicity=False,
+                         executor=cfg.executor, ray_address=cfg.ray_address)
     for i, d in enumerate(docs):
         for col in ("n_words", "fre", "fkg"):
             d[col] = scores[col][i]

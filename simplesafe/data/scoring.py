@@ -4,7 +4,8 @@
 label of the toxicity backend (:func:`simplesafe.text.toxicity.get_toxicity_scorer`).
 Small inputs are scored in-process; inputs of at least ``parallel_min_rows`` rows with
 ``num_proc > 1`` go through ``datasets.Dataset.map(batched=True, num_proc=...)``, one
-scorer per worker process.
+scorer per worker process. ``executor="ray"`` runs the same batch functions on Ray Data
+instead (:mod:`simplesafe.data.ray_executor`, for more than one machine).
 
 :func:`score_file` is the ``simplesafe data score`` command:
 
@@ -79,6 +80,8 @@ def score_texts(
     progress: bool = False,
     clean: bool = False,
     toxicity: bool = True,
+    executor: str = "local",
+    ray_address: str | None = None,
 ) -> dict[str, list]:
     """Score ``texts``; returns ``{column: list}`` with one value per text.
 
@@ -86,9 +89,20 @@ def score_texts(
     also holds the cleaned ``text`` and the detected ``edit_note`` (or None). With
     ``toxicity=False`` only the readability columns are computed (the toxicity model is
     the expensive part, so the build scores it only on answers that survive the cheap
-    filters).
+    filters). ``executor="ray"`` runs the same batch functions on Ray Data
+    (:mod:`simplesafe.data.ray_executor`; ``ray_address`` None = local mode with
+    ``num_proc`` CPUs) for any input size, with the same result.
     """
     texts = list(texts)
+    if executor not in ("local", "ray"):
+        raise ValueError(f"executor must be 'local' or 'ray', got {executor!r}")
+    if executor == "ray":
+        from simplesafe.data.ray_executor import require_ray, score_texts_ray
+
+        require_ray()  # a missing extra is an error even for an empty input
+        if texts:
+            return score_texts_ray(texts, backend=backend, batch_size=batch_size, clean=clean, toxicity=toxicity,
+                                   address=ray_address, num_cpus=num_proc)
     if num_proc > 1 and len(texts) >= parallel_min_rows:
         import datasets
 
