@@ -60,6 +60,20 @@ def require_ray():
     return ray
 
 
+def _check_reachable(address: str, timeout: float = 10.0) -> None:
+    """Fail fast on a ``HOST:PORT`` nobody listens on: ``ray.init`` retries it for minutes."""
+    import socket
+
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        return  # "auto" and other forms are Ray's to resolve
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise ConfigError(f"ray_address: no Ray cluster answers at {address!r} ({e}); "
+                          "start one with 'ray start --head' or use ray_address=auto on a head node") from e
+
+
 def ensure_ray(address: str | None = None, num_cpus: int | None = None):
     """Connect to Ray once per process: the cluster at ``address``, else local mode.
 
@@ -70,6 +84,7 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None):
         return ray
     if address:
         log.info("connecting to the Ray cluster at %s", address)
+        _check_reachable(address)
         try:
             ray.init(address=address, include_dashboard=False, log_to_driver=False)
         except ConnectionError as e:

@@ -150,3 +150,18 @@ def test_missing_ray_names_the_extra(monkeypatch):
         score_texts(["Some text here."], executor="ray")
     with pytest.raises(ConfigError, match=r"simplesafe\[ray\]"):
         score_texts([], executor="ray")
+
+
+def test_unreachable_ray_address_is_a_config_error():
+    import socket
+
+    from simplesafe.data.ray_executor import _check_reachable
+
+    with socket.socket() as s:  # a port that was free a moment ago: nobody listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(ConfigError, match="no Ray cluster answers"):
+        _check_reachable(f"127.0.0.1:{port}")  # ensure_ray calls it before ray.init
+    with pytest.raises(ConfigError, match="no Ray cluster answers"):
+        _check_reachable(f"ray://127.0.0.1:{port}")
+    _check_reachable("auto")  # left to Ray
