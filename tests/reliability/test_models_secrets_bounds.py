@@ -95,7 +95,7 @@ def test_package_never_unpickles_or_trusts_code_by_default():
         for call in _calls(tree):
             name = ast.unparse(call.func)
             kw = {k.arg: k.value for k in call.keywords if k.arg}
-            if name in ("torch.load", "load") and name == "torch.load":
+            if name == "torch.load":
                 wo = kw.get("weights_only")
                 if not (isinstance(wo, ast.Constant) and wo.value is True):
                     offenders.append(f"{path.name}:{call.lineno} torch.load without weights_only=True")
