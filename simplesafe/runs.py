@@ -145,6 +145,9 @@ def stage(
         yield Stage(name, sdir, True, manifest)
         return
     sdir.mkdir(parents=True, exist_ok=True)
+    if int(os.environ.get("RANK", "0")) == 0:  # other DDP ranks may be writing already
+        for stale in sdir.rglob(".*.tmp"):  # left by a kill during an atomic write
+            stale.unlink(missing_ok=True)
     cfg_dict = config.model_dump(mode="json") if isinstance(config, BaseModel) else (config or {})
     import yaml
 

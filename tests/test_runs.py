@@ -38,3 +38,12 @@ def test_force_reruns(tmp_path):
 def test_redact_secrets():
     assert redact({"api_key": "sk-1", "api_key_env": "OPENAI_API_KEY", "n": {"token": "t"}}) == {
         "api_key": "<redacted>", "api_key_env": "OPENAI_API_KEY", "n": {"token": "<redacted>"}}
+
+
+def test_stale_temp_files_from_a_kill_are_removed_on_rerun(tmp_path):
+    sdir = tmp_path / "s"
+    sdir.mkdir()
+    (sdir / ".out.jsonl.abc123.tmp").write_text("half")
+    with stage(tmp_path, "s", {}):
+        pass
+    assert not list(sdir.rglob("*.tmp"))
