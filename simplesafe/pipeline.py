@@ -97,6 +97,7 @@ class EvalStageConfig(StageConfig):
 
 class ReportStageConfig(StageConfig):
     max_prompts: int = Field(40, ge=1, description="prompts in the side-by-side answer view")
+    notes: list[str] = Field(default_factory=list, description="paragraphs shown at the top of the report")
 
 
 class Context:
@@ -418,7 +419,7 @@ def _report(ctx: Context) -> dict:
     from simplesafe.report.html import render_report
 
     cfg = _section(ReportStageConfig, ctx.recipe.report, "report")
-    out = render_report(ctx.run_dir, ctx.path("report.html"), max_prompts=cfg.max_prompts)
+    out = render_report(ctx.run_dir, ctx.path("report.html"), max_prompts=cfg.max_prompts, notes=cfg.notes)
     return {"path": str(out)}
 
 

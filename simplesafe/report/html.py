@@ -262,8 +262,12 @@ def collect_samples(run_dir: Path, max_prompts: int = 40) -> list[dict]:
     return list(prompts.values())
 
 
-def render_report(run_dir: str | Path, out: str | Path | None = None, max_prompts: int = 40) -> Path:
-    """Write the report; returns its path (default ``RUN/report.html``)."""
+def render_report(run_dir: str | Path, out: str | Path | None = None, max_prompts: int = 40,
+                  notes: list[str] | None = None) -> Path:
+    """Write the report; returns its path (default ``RUN/report.html``).
+
+    ``notes``: paragraphs shown at the top, e.g. what a recipe's model can and cannot show.
+    """
     from jinja2 import Environment, PackageLoader, select_autoescape
 
     run_dir = Path(run_dir)
@@ -275,6 +279,7 @@ def render_report(run_dir: str | Path, out: str | Path | None = None, max_prompt
     rm_rows, stage_rows = collect_stage_metrics(run_dir)
     ctx = {
         "run_dir": str(run_dir.resolve()),
+        "notes": list(notes or []),
         "generated": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "metrics_rows": metrics_rows,
         "readability_png": plots.readability_hist(dists) if dists else None,

@@ -128,3 +128,10 @@ def test_screenshot_in_headless_chromium(report, tmp_path):
         dest = Path(__file__).parent / "artifacts"
         dest.mkdir(exist_ok=True)
         shutil.copy(shot, dest / "report.png")
+
+
+def test_notes_are_shown_escaped_at_the_top(tmp_path):
+    (tmp_path / "run").mkdir()
+    html = render_report(tmp_path / "run", notes=["What a tiny model <cannot> show."]).read_text()
+    assert "What a tiny model &lt;cannot&gt; show." in html
+    assert html.index("What a tiny model") < html.index('id="metrics"')
