@@ -285,3 +285,35 @@ def save_model_into(model, tokenizer, out_dir: str | Path) -> None:
     for f in tmp.iterdir():
         f.replace(out_dir / f.name)
     tmp.rmdir()
+
+
+def read_train_validation(cfg: DataConfigMixin, fields: tuple[str, ...], what: str) -> tuple[list[dict], list[dict]]:
+    """Training and validation rows named by ``cfg.data`` / ``cfg.validation`` (``max_train_rows`` applied)."""
+    if not cfg.data:
+        raise ConfigError(f"{what} needs data: a dataset folder (train/validation .jsonl) or row files")
+    train = read_split(split_paths(cfg.data, "train"), fields)
+    val = read_split(split_paths(cfg.data, "validation", cfg.validation), fields)
+    limit = getattr(cfg, "max_train_rows", None)
+    return (train[:limit] if limit else train), val
+
+
+def run_training_stage(cfg, out_dir: str | Path, force: bool, train_fn) -> dict:
+    """Run ``train_fn()`` as the stage ``out_dir``; a finished stage is skipped and its metrics returned.
+
+    Shared by the SFT and DPO stages: inputs are hashed into the manifest, and ``--force``
+    deletes old checkpoints so that a forced run starts over instead of resuming.
+    """
+    import json
+    import shutil
+
+    from simplesafe.runs import stage
+
+    out_dir = Path(out_dir)
+    inputs = split_paths(cfg.data, "train") + split_paths(cfg.data, "validation", cfg.validation)
+    if force:
+        shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
+    with stage(out_dir.parent, out_dir.name, cfg, inputs=inputs, seed=cfg.seed, force=force) as st:
+        if st.skipped:
+            return json.loads((out_dir / "metrics.json").read_text())
+        return train_fn()
+

@@ -25,7 +25,6 @@ Output: a loadable model folder (LoRA: ``adapter/`` plus the merged model) and
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import time
@@ -46,9 +45,9 @@ from simplesafe.train.common import (
     load_policy,
     log_history_losses,
     peft_config,
-    read_split,
+    read_train_validation,
+    run_training_stage,
     save_model_into,
-    split_paths,
     training_arguments,
 )
 
@@ -194,27 +193,10 @@ def train_dpo(cfg: DPOStageConfig, train_rows: list[dict], eval_rows: list[dict]
 
 
 def load_dpo_rows(cfg: DPOStageConfig) -> tuple[list[dict], list[dict]]:
-    if not cfg.data:
-        raise ConfigError("DPO needs data: the reward-model pair folder (train/validation .jsonl) or pair files")
-    fields = ("prompt", "chosen", "rejected")
-    train = read_split(split_paths(cfg.data, "train"), fields)
-    val = read_split(split_paths(cfg.data, "validation", cfg.validation), fields)
-    if cfg.max_train_rows:
-        train = train[: cfg.max_train_rows]
-    return train, val
+    return read_train_validation(cfg, ("prompt", "chosen", "rejected"), "DPO")
 
 
 def run_dpo(cfg: DPOStageConfig, out_dir: str | Path, force: bool = False) -> dict:
     """The ``train dpo`` stage; a finished stage is skipped and its metrics returned."""
-    from simplesafe.runs import stage
-
-    out_dir = Path(out_dir)
     train, val = load_dpo_rows(cfg)
-    inputs = split_paths(cfg.data, "train") + split_paths(cfg.data, "validation", cfg.validation)
-    if force:
-        shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)  # --force starts over, never resumes
-    with stage(out_dir.parent, out_dir.name, cfg, inputs=inputs, seed=cfg.seed, force=force) as st:
-        if st.skipped:
-            return json.loads((out_dir / "metrics.json").read_text())
-        metrics = train_dpo(cfg, train, val, out_dir)
-    return metrics
+    return run_training_stage(cfg, out_dir, force, lambda: train_dpo(cfg, train, val, Path(out_dir)))

@@ -33,7 +33,7 @@ from pydantic import Field
 
 from simplesafe.atomic import write_json
 from simplesafe.config import StageConfig
-from simplesafe.errors import ConfigError, DataError
+from simplesafe.errors import DataError
 from simplesafe.train.common import (
     REPORT_TEMPLATE,
     DataConfigMixin,
@@ -44,9 +44,9 @@ from simplesafe.train.common import (
     load_policy,
     log_history_losses,
     peft_config,
-    read_split,
+    read_train_validation,
+    run_training_stage,
     save_model_into,
-    split_paths,
     training_arguments,
 )
 
@@ -228,29 +228,10 @@ def train_sft(model_name_or_path: str, train_rows: list[dict], eval_rows: list[d
 
 def load_sft_rows(cfg: SFTStageConfig) -> tuple[list[dict], list[dict]]:
     """Training and validation rows named by ``cfg.data`` / ``cfg.validation``."""
-    if not cfg.data:
-        raise ConfigError("SFT needs data: a dataset folder (train/validation .jsonl) or row files")
-    fields = (cfg.prompt_field, cfg.completion_field)
-    train = read_split(split_paths(cfg.data, "train"), fields)
-    val = read_split(split_paths(cfg.data, "validation", cfg.validation), fields)
-    if cfg.max_train_rows:
-        train = train[: cfg.max_train_rows]
-    return train, val
+    return read_train_validation(cfg, (cfg.prompt_field, cfg.completion_field), "SFT")
 
 
 def run_sft(cfg: SFTStageConfig, out_dir: str | Path, force: bool = False) -> dict:
     """The ``train sft`` stage: reads ``cfg.data``, trains, writes ``out_dir``; a finished stage is skipped."""
-    import json
-
-    from simplesafe.runs import stage
-
-    out_dir = Path(out_dir)
     train, val = load_sft_rows(cfg)
-    inputs = split_paths(cfg.data, "train") + split_paths(cfg.data, "validation", cfg.validation)
-    if force:
-        shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)  # --force starts over, never resumes
-    with stage(out_dir.parent, out_dir.name, cfg, inputs=inputs, seed=cfg.seed, force=force) as st:
-        if st.skipped:
-            return json.loads((out_dir / "metrics.json").read_text())
-        metrics = train_sft(cfg.model, train, val, out_dir, cfg)
-    return metrics
+    return run_training_stage(cfg, out_dir, force, lambda: train_sft(cfg.model, train, val, out_dir, cfg))
