@@ -75,3 +75,33 @@ def row_id(row: dict, keys: tuple[str, ...], fallback: str) -> str:
         if value is not None and str(value).strip() != "":
             return str(value)
     return fallback
+
+
+def parse_rows(path, rows, schema: str, detect, parse, source: str, on_error: str,
+               rejects: list | None, limit: int | None):
+    """Turn ``(line, row)`` pairs into records with ``parse(row, schema, path, line, source)``.
+
+    The schema is detected from the first row when ``schema == "auto"``. A bad row raises
+    its :class:`DataError`, or with ``on_error="skip"`` is appended to ``rejects`` with its
+    file, line, field and reason. At most ``limit`` records are yielded.
+    """
+    from simplesafe.errors import DataError
+
+    detected = None if schema == "auto" else schema
+    n = 0
+    for line, row in rows:
+        if limit is not None and n >= limit:
+            break
+        try:
+            if detected is None:
+                detected = detect(row, path, line)
+            record = parse(row, detected, path, line, source)
+        except DataError as exc:
+            if on_error != "skip":
+                raise
+            if rejects is not None:
+                rejects.append({"file": str(path), "line": line, "field": exc.field, "reason": exc.problem})
+            continue
+        n += 1
+        yield record
+

@@ -19,7 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterator
 
-from simplesafe.data.sources import Answer, Question, normalize_split, row_id
+from simplesafe.data.sources import Answer, Question, normalize_split, parse_rows, row_id
 from simplesafe.errors import DataError
 from simplesafe.io import read_rows
 
@@ -151,21 +151,5 @@ def load_qa(
 ) -> Iterator[Question]:
     """Yield :class:`Question` records from an ELI5-style QA file."""
     path = Path(path)
-    source = source or path.stem
-    detected = None if schema == "auto" else schema
-    n = 0
-    for line, row in read_rows(path, on_error=on_error, rejects=rejects):
-        if limit is not None and n >= limit:
-            break
-        try:
-            if detected is None:
-                detected = detect_schema(row, path, line)
-            q = parse_qa_row(row, detected, path, line, source)
-        except DataError as exc:
-            if on_error != "skip":
-                raise
-            if rejects is not None:
-                rejects.append({"file": str(path), "line": line, "field": exc.field, "reason": exc.problem})
-            continue
-        n += 1
-        yield q
+    yield from parse_rows(path, read_rows(path, on_error=on_error, rejects=rejects), schema, detect_schema,
+                          parse_qa_row, source or path.stem, on_error, rejects, limit)
