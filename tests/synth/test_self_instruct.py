@@ -138,10 +138,12 @@ def test_junk_server_stops_with_rejects_not_a_crash(tmp_path):
 
 
 ODD_REPLIES: list[int] = []
+ASKED: list[tuple[int, str]] = []
 
 
 def http_reply(body, hit):
     text = body["messages"][-1]["content"]
+    ASKED.append((hit, text))
     if hit % 7 == 3:
         return 500, {"error": "transient"}, {}
     if hit % 11 == 5:
@@ -160,6 +162,7 @@ def http_reply(body, hit):
 def test_cli_contract_over_http_and_free_rerun(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("SI_TEST_KEY", "sk-never-logged")
     ODD_REPLIES.clear()
+    ASKED.clear()
     seeds = write_seeds(tmp_path / "seeds.jsonl")
     out = tmp_path / "si"
     with LocalChatServer(http_reply) as server:
@@ -177,10 +180,13 @@ def test_cli_contract_over_http_and_free_rerun(tmp_path, monkeypatch, capsys):
         first_hits = server.hits
         main(argv)
         rerun_rows = [json.loads(l) for l in (out / "instructions.jsonl").open()]
-        # everything that succeeded before is cached; only the calls that got a malformed
-        # reply (never cached) are asked again
-        odd_first_run = sum(1 for h in ODD_REPLIES if h < first_hits)
-        assert server.hits - first_hits == odd_first_run
+        # everything that succeeded before is cached; only the prompts that got a malformed
+        # reply (never cached) are asked again. Count prompts, not hits: a re-asked prompt can
+        # meet a scripted 500/429 and be retried, and which hit numbers it meets depends on
+        # how the two workers interleave.
+        odd_prompts = {text for hit, text in ASKED if hit < first_hits and hit in ODD_REPLIES}
+        asked_again = {text for hit, text in ASKED if hit >= first_hits}
+        assert asked_again <= odd_prompts
         assert rerun_rows == rows
     assert (out / "cache.sqlite").exists()
     assert "sk-never-logged" not in (out / "cache.sqlite").read_bytes().decode("latin-1")
