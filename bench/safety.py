@@ -88,9 +88,9 @@ def main() -> None:
           f"threshold: {threshold:.4g}")
     keys = ["profanity", "classifier", "ensemble"]
 
-    def three(texts, emb=None):
+    def three(texts, hate=None):
         p = prof.score(texts)["profanity"]
-        h = clf.score_embeddings(emb) if emb is not None else clf.score(texts)
+        h = hate if hate is not None else clf.score(texts)
         return {"profanity": p, "classifier": h, "ensemble": np.maximum(p, h)}
 
     rows = []
@@ -105,11 +105,16 @@ def main() -> None:
         y = np.array([r.label for r in all_rows])
         te = splits == "test"
         texts = [r.text for r in all_rows]
+        hate = np.full(len(all_rows), np.nan)
+        idx = np.nonzero(te)[0]
+        # A frozen-encoder build scores the cached frozen embeddings; a fine-tuned one must encode again.
+        hate[idx] = (clf.score([texts[i] for i in idx]) if meta.get("encoder_weights")
+                     else clf.score_embeddings(emb[idx]))
         for name in corpora:
             idx = np.nonzero(te & (src == name))[0]
-            rows.append(_row(f"{name} (test)", y[idx], three([texts[i] for i in idx], emb[idx]), threshold))
+            rows.append(_row(f"{name} (test)", y[idx], three([texts[i] for i in idx], hate[idx]), threshold))
         idx = np.nonzero(te)[0]
-        rows.append(_row("ALL test splits", y[idx], three([texts[i] for i in idx], emb[idx]), threshold))
+        rows.append(_row("ALL test splits", y[idx], three([texts[i] for i in idx], hate[idx]), threshold))
         from simplesafe.safety.corpora import load_jigsaw_sample
 
         jig = load_jigsaw_sample(root)

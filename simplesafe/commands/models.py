@@ -65,7 +65,7 @@ def build_safety(
     out: Path = typer.Option(None, "--out", help="Artifact folder (default: the cache, which the scorer loads first)."),
     force: bool = typer.Option(False, "--force", help="Rebuild even if a build with the same config exists there."),
 ) -> None:
-    """Train and calibrate the hate classifier (frozen MiniLM + head) on ../shared/data; print held-out metrics.
+    """Train and calibrate the hate classifier (fine-tuned MiniLM + linear head) on ../shared/data; print held-out metrics.
 
     ARGS: an optional YAML config, then key=value overrides, e.g. data_dir=/data seed=1 limits.implicit_hate=2000.
     """
@@ -92,7 +92,8 @@ def build_safety(
 def _print_safety(m: dict, print_table) -> None:
     typer.echo(f"safety classifier: {m['path']}")
     typer.echo(f"head: {m['head']}   calibration: {m['calibration']['method']}   groups: {m['groups']}   "
-               f"time: {m['seconds']['total']}s (embedding {m['seconds']['embed']}s; cached embeddings are reused)")
+               f"time: {m['seconds']['total']}s (embedding for the split {m['seconds']['embed']}s, cached after; "
+               f"training {m['seconds']['train']}s)")
     rows = []
     for name, r in m["test_metrics"].items():
         rows.append({"held-out corpus": name, "n": r["n"], "pos": r["positives"], "AUROC": r["auroc"],

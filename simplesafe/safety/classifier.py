@@ -1,7 +1,10 @@
-"""The hate classifier: frozen all-MiniLM-L6-v2 sentence embeddings, a small head, a calibrator.
+"""The hate classifier: all-MiniLM-L6-v2 sentence embeddings, a small head, a calibrator.
 
-Scoring needs only the encoder bundled with the package and a tiny artifact folder:
+Scoring needs only the encoder bundled with the package and a small artifact folder:
 
+- ``encoder.safetensors`` (when the build fine-tuned the encoder): the six transformer layers
+  of MiniLM in float16 (~21 MB), loaded into a private copy of the bundled encoder; the word
+  embeddings stay those of the bundled model. Without it the encoder is used frozen.
 - ``head.safetensors``: the head's weights (logistic regression ``w``/``b``, or a one-hidden-layer
   MLP ``w1``/``b1``/``w2``/``b2``), evaluated here in numpy, so no pickles are loaded;
 - ``safety.json``: encoder name and max sequence length, the calibrator (Platt's sigmoid
@@ -29,6 +32,7 @@ from simplesafe.paths import PACKAGE_DIR, cache_dir
 ARTIFACT_NAME = "hate-minilm"
 HEAD_FILE = "head.safetensors"
 META_FILE = "safety.json"
+ENCODER_FILE = "encoder.safetensors"
 
 
 def shipped_artifact_dir() -> Path:
@@ -85,6 +89,18 @@ def calibrate(calibration: dict, logits: np.ndarray) -> np.ndarray:
 
 # ---------------------------------------------------------------- the classifier
 
+def encode_texts(encoder, texts: list[str], max_seq_length: int, batch_size: int = 64,
+                 progress: bool = False) -> np.ndarray:
+    """Unit-normalised float32 sentence embeddings at the truncation the head was trained on."""
+    old = encoder.max_seq_length
+    encoder.max_seq_length = max_seq_length
+    try:
+        return encoder.encode(list(texts), batch_size=batch_size, normalize_embeddings=True,
+                              convert_to_numpy=True, show_progress_bar=progress).astype(np.float32)
+    finally:
+        encoder.max_seq_length = old
+
+
 class HateClassifier:
     """Calibrated P(hateful or toxic) for each text, batched."""
 
@@ -114,21 +130,29 @@ class HateClassifier:
 
     @property
     def encoder(self):
+        """The sentence encoder: the shared frozen one, or a private copy with the fine-tuned layers."""
         if self._encoder is None:
-            from simplesafe.models.load import load_sentence_encoder
+            weights = self.meta.get("encoder_weights")
+            if weights:
+                from safetensors.torch import load_file as load_torch
 
-            self._encoder = load_sentence_encoder(self.encoder_name)
+                from simplesafe.safety.finetune import fresh_encoder, load_trained_state
+
+                path = self.artifact_dir / weights
+                if not path.exists():
+                    raise ModelLoadError(f"{self.artifact_dir}/{META_FILE} names {weights}, which is missing; "
+                                         "rebuild with `simplesafe models build-safety`")
+                enc = fresh_encoder(self.encoder_name)
+                load_trained_state(enc, load_torch(str(path)), str(path))
+                self._encoder = enc
+            else:
+                from simplesafe.models.load import load_sentence_encoder
+
+                self._encoder = load_sentence_encoder(self.encoder_name)
         return self._encoder
 
     def embed(self, texts: list[str]) -> np.ndarray:
-        enc = self.encoder
-        old = enc.max_seq_length
-        enc.max_seq_length = self.max_seq_length  # the head was trained on this truncation
-        try:
-            return enc.encode(list(texts), batch_size=self.batch_size, normalize_embeddings=True,
-                              convert_to_numpy=True, show_progress_bar=self.progress).astype(np.float32)
-        finally:
-            enc.max_seq_length = old
+        return encode_texts(self.encoder, texts, self.max_seq_length, self.batch_size, self.progress)
 
     def logits_from_embeddings(self, emb: np.ndarray) -> np.ndarray:
         return head_logits(self.weights, emb)

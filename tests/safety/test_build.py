@@ -93,7 +93,8 @@ def test_small_build_is_reproducible_leak_free_and_loadable(shared_data, tmp_pat
     from simplesafe.safety.build import SafetyBuildConfig, build_safety_classifier
     from simplesafe.safety.classifier import HateClassifier
 
-    cfg = dict(data_dir=str(shared_data), limits=SMALL, heads=["logreg:1"], progress=False)
+    cfg = dict(data_dir=str(shared_data), limits=SMALL, finetune_epochs=0, heads=["logreg:1"], progress=False,
+               corpus_weights={})
     a = build_safety_classifier(SafetyBuildConfig(out=str(tmp_path / "a"), **cfg))
     b = build_safety_classifier(SafetyBuildConfig(out=str(tmp_path / "b"), **cfg))
     wa, wb = load_file(str(tmp_path / "a" / "head.safetensors")), load_file(str(tmp_path / "b" / "head.safetensors"))
@@ -108,6 +109,41 @@ def test_small_build_is_reproducible_leak_free_and_loadable(shared_data, tmp_pat
 
 
 @pytest.mark.slow
+def test_small_fine_tuned_build_stores_the_layers_and_scores_with_them(shared_data, tmp_path):
+    from simplesafe.safety.build import SafetyBuildConfig, build_safety_classifier
+    from simplesafe.safety.classifier import ENCODER_FILE, HateClassifier
+
+    cfg = dict(data_dir=str(shared_data), limits=SMALL, finetune_epochs=1, finetune_batch_size=16, bf16=False,
+               progress=False)
+    meta = build_safety_classifier(SafetyBuildConfig(out=str(tmp_path / "ft"), **cfg))
+    assert meta["head"] == "finetune:linear" and meta["encoder_weights"] == ENCODER_FILE
+    assert (tmp_path / "ft" / ENCODER_FILE).exists()
+    clf = HateClassifier(tmp_path / "ft")
+    texts = ["I hate lesbian", "I am lesbian"]
+    p = clf.score(texts)
+    assert p.shape == (2,) and np.all((p >= 0) & (p <= 1))
+    # The scorer's encoder is the fine-tuned one, not the shared frozen encoder.
+    from simplesafe.models.load import load_sentence_encoder
+    from simplesafe.safety.classifier import encode_texts
+
+    frozen = encode_texts(load_sentence_encoder("embedded:minilm"), texts, 128)
+    assert not np.allclose(clf.embed(texts), frozen, atol=1e-4)
+    # Test metrics were computed with the stored (float16) layers: rescoring the test texts reproduces them.
+    again = build_safety_classifier(SafetyBuildConfig(out=str(tmp_path / "ft2"), **cfg))
+    assert again["test_metrics"] == meta["test_metrics"]
+
+
+def test_corpus_weights_must_name_loaded_corpora(shared_data, tmp_path):
+    from simplesafe.errors import ConfigError
+    from simplesafe.safety.build import SafetyBuildConfig, build_safety_classifier
+
+    cfg = SafetyBuildConfig(out=str(tmp_path / "x"), data_dir=str(shared_data), limits={"templates": 40},
+                            corpus_weights={"implicit_hat": 2.0}, progress=False)
+    with pytest.raises(ConfigError, match="implicit_hat"):
+        build_safety_classifier(cfg)
+
+
+@pytest.mark.slow
 def test_build_safety_cli_writes_to_out_and_reuses_a_cached_build(shared_data, tmp_path):
     import subprocess
     import sys
@@ -117,7 +153,8 @@ def test_build_safety_cli_writes_to_out_and_reuses_a_cached_build(shared_data, t
 
     out = tmp_path / "cli"
     args = ["models", "build-safety", "--out", str(out), f"data_dir={shared_data}",
-            "limits={toxigen_annotated: 60, templates: 60}", "heads=[logreg:1]", "progress=false"]
+            "limits={toxigen_annotated: 60, templates: 60}", "heads=[logreg:1]", "finetune_epochs=0",
+            "corpus_weights={}", "progress=false"]
     res = cli(*args)
     assert res.returncode == 0, res.stderr
     assert "AUROC" in res.stdout and (out / "safety.json").exists()

@@ -30,13 +30,15 @@ def ensemble():
 def test_shipped_artifact_is_small_complete_and_used_without_a_cache_build():
     d = shipped_artifact_dir()
     assert (d / HEAD_FILE).exists() and (d / META_FILE).exists()
-    assert sum(p.stat().st_size for p in d.iterdir()) < 600_000
+    assert sum(p.stat().st_size for p in d.iterdir()) < 25_000_000  # six float16 MiniLM layers: ~21 MB
     assert default_artifact_dir() == d  # the test cache is empty, so the shipped copy is used
     meta = json.loads((d / META_FILE).read_text())
     assert meta["calibration"]["method"] in ("platt", "isotonic")
+    if meta.get("encoder_weights"):
+        assert (d / meta["encoder_weights"]).exists()
     for name, m in meta["test_metrics"].items():
-        if m["auroc"] is not None and name not in ("all", "implicit_hate"):
-            assert m["auroc"] >= 0.85, name   # implicit_hate is the known exception, see docs/safety.md
+        if m["auroc"] is not None and name != "all":
+            assert m["auroc"] >= 0.85, name   # the target, on each corpus's group-disjoint test split
 
 
 def test_cache_build_takes_precedence(tmp_path, monkeypatch):
