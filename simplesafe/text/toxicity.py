@@ -28,19 +28,22 @@ ships a classifier calibrated by cross-validation on its own ~200k labelled text
 hate classifier is calibrated (Platt or isotonic, chosen by cross-validated log-loss) on a
 held-out, group-disjoint calibration split of the training corpora. So ``hate > 0.1``
 reads "at least ~10% of held-out texts with this score were labelled hateful" in that
-mixture (37% hateful, most benign texts mentioning the targeted groups). In practice 0.1 is
+mixture (35% hateful, most benign texts mentioning the targeted groups). In practice 0.1 is
 a high-recall, low-precision filter. Measured on the group-disjoint test splits of the
 shipped build (``python bench/safety.py``; ``safety.json`` -> ``test_metrics``):
 
     held-out corpus          hate classifier @0.1              ensemble @0.1
-                             AUROC  precision recall  FPR      recall  FPR
-    toxigen_annotated        0.911  0.52      0.96    0.45     0.97    0.55
-    toxigen_demonstrations   0.959  0.84      0.99    0.24     1.00    0.53
-    implicit_hate            0.788  0.53      0.97    0.79     0.98    0.82
-    stormfront               0.876  0.46      0.97    0.48     0.98    0.56
-    templates (unseen ones)  0.978  0.71      1.00    0.41     1.00    0.51
-    wiki_talk                0.937  0.55      0.93    0.20     0.98    0.24
-    simple_wikipedia (benign)  -     -         -      0.03      -      0.08
+                             AUROC  precision recall  FPR      AUROC  recall  FPR
+    toxigen_annotated        0.950  0.64      0.95    0.25     0.936  0.97    0.40
+    toxigen_demonstrations   0.987  0.75      1.00    0.26     0.981  1.00    0.50
+    implicit_hate            0.853  0.49      0.97    0.63     0.799  0.98    0.73
+    stormfront               0.890  0.58      0.92    0.33     0.868  0.93    0.46
+    templates (unseen ones)  1.000  0.98      1.00    0.02     1.000  1.00    0.27
+    wiki_talk                0.972  0.63      0.95    0.11     0.988  0.97    0.16
+    simple_wikipedia (benign)  -     -         -      0.00       -      -     0.02
+
+The ensemble's AUROC on the hate corpora is below the classifier's because profanity-check
+scores many benign tweets above 0.1; use ``backend: hate-classifier`` to rank hate alone.
 
 Other operating points are stored by name (``recall_90``, ``recall_95``, ``fpr_05``,
 ``fpr_01``, fitted on the calibration split); a recipe picks one with
@@ -102,7 +105,7 @@ class ProfanityCheckScorer:
 
 
 class HateClassifierScorer:
-    """The frozen-MiniLM hate classifier alone (calibrated P(hateful))."""
+    """The MiniLM hate classifier alone (calibrated P(hateful))."""
 
     name = "hate-classifier"
     labels = ["hate"]
