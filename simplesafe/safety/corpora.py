@@ -14,6 +14,7 @@ merges it with near-duplicate groups. Label schemes follow each folder's ``SOURC
 - ConversationAI sentence templates: toxic -> 1, nontoxic -> 0, group = template name.
 - Wikipedia Talk non-fuzzed test set: ``toxic`` True/False (the fuzzed copy is never read: same comments).
 - Jigsaw sample: toxic = any of the six labels (101 rows; a smoke test, never for training).
+- ``contrast``: generated minimal pairs (:mod:`simplesafe.safety.contrast`), no folder needed.
 
 Malformed rows raise :class:`~simplesafe.errors.DataError` naming file, line and field.
 
@@ -271,6 +272,13 @@ def load_simple_wikipedia(root: Path) -> list[LabelledText]:
     return out
 
 
+def load_contrast(root: Path) -> list[LabelledText]:
+    """Generated minimal pairs: hateful claims vs the same claims negated or refuted (:mod:`simplesafe.safety.contrast`)."""
+    from simplesafe.safety.contrast import contrast_rows
+
+    return contrast_rows()
+
+
 LOADERS: dict[str, Callable[[Path], list[LabelledText]]] = {
     "toxigen_annotated": load_toxigen_annotated,
     "toxigen_demonstrations": load_toxigen_demonstrations,
@@ -280,6 +288,7 @@ LOADERS: dict[str, Callable[[Path], list[LabelledText]]] = {
     "wiki_talk": load_wiki_talk,
     "simple_wikipedia": load_simple_wikipedia,
     "jigsaw_sample": load_jigsaw_sample,
+    "contrast": load_contrast,
 }
 
 
@@ -323,6 +332,7 @@ CORPUS_DIRS = {
     "wiki_talk": "conversationai-sentence-templates-wiki-toxicity",
     "simple_wikipedia": "d-wikipedia-simple-articles",
     "jigsaw_sample": "jigsaw-toxic-comments-sample",
+    "contrast": None,  # generated, needs no folder
 }
 
 
@@ -344,7 +354,7 @@ def load_all(root: Path, limits: dict[str, int | None] | None = None, seed: int 
     for name in names:
         if name not in LOADERS:
             raise ConfigError(f"unknown safety corpus '{name}'; allowed: {', '.join(LOADERS)}")
-        if skip_missing and not (Path(root) / CORPUS_DIRS[name]).is_dir():
+        if skip_missing and CORPUS_DIRS[name] and not (Path(root) / CORPUS_DIRS[name]).is_dir():
             msg = f"safety corpus '{name}' skipped: {Path(root) / CORPUS_DIRS[name]} does not exist"
             logging.getLogger(__name__).warning(msg)
             print(f"warning: {msg}", flush=True)
@@ -353,6 +363,6 @@ def load_all(root: Path, limits: dict[str, int | None] | None = None, seed: int 
         out[name] = subsample(rows, limits.get(name), seed, by_group=(name == "templates"))
     if not out:
         raise DataError(root, None, None, f"none of the safety corpora ({', '.join(names)}) is present; "
-                                          f"expected folders such as {', '.join(sorted(set(CORPUS_DIRS.values())))}")
+                                          f"expected folders such as {', '.join(sorted({d for d in CORPUS_DIRS.values() if d}))}")
     return out
 

@@ -68,6 +68,14 @@ def test_functional_hate_without_profanity_is_ranked_above_neutral_mentions(ense
     assert (hateful > 0.1).mean() >= 0.8
 
 
+def test_negated_hate_and_counter_speech_rank_below_hate(ensemble):
+    # HateCheck's hardest functionalities: the frozen-encoder build scored these 0.51, the
+    # fine-tuned one without the contrast pairs 0.63; the fixture's frames are not trained on.
+    rows = [r for r in _jsonl("hate_functional.jsonl") if r["subset"] == "hard" or r["label"] == 1]
+    s = ensemble.score([r["text"] for r in rows])
+    assert roc_auc_score([r["label"] for r in rows], s["toxicity"]) >= 0.80
+
+
 def test_profane_tweets_ensemble_is_no_worse_than_profanity_alone(ensemble):
     rows = _jsonl("profane_tweets.jsonl")
     s = ensemble.score([r["text"] for r in rows])
