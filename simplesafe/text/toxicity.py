@@ -34,13 +34,14 @@ shipped build (``python bench/safety.py``; ``safety.json`` -> ``test_metrics``):
 
     held-out corpus          hate classifier @0.1              ensemble @0.1
                              AUROC  precision recall  FPR      AUROC  recall  FPR
-    toxigen_annotated        0.950  0.64      0.95    0.25     0.936  0.97    0.40
-    toxigen_demonstrations   0.987  0.75      1.00    0.26     0.981  1.00    0.50
-    implicit_hate            0.853  0.49      0.97    0.63     0.799  0.98    0.73
-    stormfront               0.890  0.58      0.92    0.33     0.868  0.93    0.46
-    templates (unseen ones)  1.000  0.98      1.00    0.02     1.000  1.00    0.27
-    wiki_talk                0.972  0.63      0.95    0.11     0.988  0.97    0.16
-    simple_wikipedia (benign)  -     -         -      0.00       -      -     0.02
+    toxigen_annotated        0.949  0.60      0.98    0.30     0.939  0.99    0.44
+    toxigen_demonstrations   0.949  0.70      0.99    0.41     0.946  0.99    0.57
+    implicit_hate            0.855  0.48      0.96    0.64     0.807  0.97    0.72
+    stormfront               0.908  0.52      0.96    0.35     0.891  0.99    0.45
+    templates (unseen ones)  1.000  0.95      1.00    0.05     0.999  1.00    0.27
+    wiki_talk                0.956  0.59      0.95    0.16     0.992  0.98    0.19
+    contrast (unseen preds)  0.991  0.80      0.96    0.11     0.953  0.99    0.65
+    simple_wikipedia (benign)  -     -         -      0.01       -      -     0.04
 
 The ensemble's AUROC on the hate corpora is below the classifier's because profanity-check
 scores many benign tweets above 0.1; use ``backend: hate-classifier`` to rank hate alone.
