@@ -1,6 +1,6 @@
 """Build the hate classifier: split by group, fine-tune MiniLM, calibrate, evaluate.
 
-Recipe (all seeded; ``simplesafe models build-safety`` runs it, ~8-9 minutes on 2 idle CPU cores):
+Recipe (all seeded; ``simplesafe models build-safety`` runs it, ~8 minutes on 2 idle CPU cores):
 
 1. Load the corpora in ``../shared/data`` (:mod:`simplesafe.safety.corpora`), subsampled to
    ``limits`` (all 21k Latent Hatred posts: implicit hate is the hardest corpus), plus the
