@@ -119,15 +119,9 @@ def embed_texts(texts: list[str], encoder_name: str, max_seq_length: int, batch_
         if emb.shape[0] == len(texts):
             return emb
     from simplesafe.models.load import load_sentence_encoder
+    from simplesafe.safety.classifier import encode_texts
 
-    enc = load_sentence_encoder(encoder_name)
-    old = enc.max_seq_length
-    enc.max_seq_length = max_seq_length
-    try:
-        emb = enc.encode(texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True,
-                         show_progress_bar=progress).astype(np.float32)
-    finally:
-        enc.max_seq_length = old
+    emb = encode_texts(load_sentence_encoder(encoder_name), texts, max_seq_length, batch_size, progress)
     if path is not None:
         from simplesafe.atomic import atomic_path
 
