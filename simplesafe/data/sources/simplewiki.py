@@ -17,7 +17,7 @@ import re
 from pathlib import Path
 from typing import Iterator
 
-from simplesafe.data.sources import Article, row_id
+from simplesafe.data.sources import Article, parse_rows, row_id
 from simplesafe.errors import DataError
 from simplesafe.io import read_lines, read_rows
 from simplesafe.text.detok import detokenize
@@ -62,9 +62,9 @@ def load_simplewiki(
         schema = "lines" if path.suffix.lower() in (".txt", ".tgt", ".src") else "rows"
     if schema not in ("lines", "rows"):
         raise DataError(path, None, None, f"unknown Wikipedia schema {schema!r}; use auto, lines or rows")
-    n = 0
     if schema == "lines":
         detok = True if detok is None else detok
+        n = 0
         for line, text in read_lines(path):
             if limit is not None and n >= limit:
                 break
@@ -74,18 +74,12 @@ def load_simplewiki(
             n += 1
             yield Article(f"{source}:{line}", source, None, [text], str(path), line)
         return
-    for line, row in read_rows(path, on_error=on_error, rejects=rejects):
-        if limit is not None and n >= limit:
-            break
-        try:
-            art = _article_from_row(row, path, line, source)
-        except DataError as exc:
-            if on_error != "skip":
-                raise
-            if rejects is not None:
-                rejects.append({"file": str(path), "line": line, "field": exc.field, "reason": exc.problem})
-            continue
+
+    def parse(row, _schema, file, line, src):
+        art = _article_from_row(row, file, line, src)
         if detok:
             art.paragraphs = [detokenize(p) for p in art.paragraphs]
-        n += 1
-        yield art
+        return art
+
+    yield from parse_rows(path, read_rows(path, on_error=on_error, rejects=rejects), "rows", None, parse, source,
+                          on_error, rejects, limit)
