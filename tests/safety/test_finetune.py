@@ -6,7 +6,7 @@ import torch
 
 from simplesafe.errors import ModelLoadError
 from simplesafe.safety.finetune import (TRAINED_PREFIX, FinetuneSettings, finetune_encoder, fresh_encoder,
-                                        load_trained_state, trained_state)
+                                        load_trained_state)
 
 HATEFUL = ["I hate all of them, they are vermin.", "Those people should be thrown out of the country.",
            "They are animals and do not deserve rights.", "Nobody wants their kind living here.",
