@@ -208,7 +208,7 @@ class BackendConfig(StageConfig):
     max_retries: int = Field(5, ge=0, le=20, description="openai: retries on 429/5xx/network errors (exponential backoff, honours Retry-After)")
     max_backoff_s: float = Field(30.0, gt=0, description="openai: longest single wait between retries")
     batch_size: int = Field(16, ge=1, description="hf: prompts per forward batch")
-    dtype: str = Field("float32", description="hf/vllm: weight dtype")
+    dtype: str = Field("auto", description="hf/vllm: weight dtype (auto: bf16 on a GPU or a bf16-capable CPU, else fp32)")
     max_prompt_tokens: int = Field(1024, ge=8, description="hf: prompts are truncated from the left to this many tokens")
     script: str | None = Field(None, description="scripted: JSON file of [{match: regex, response: text}] rules")
 

@@ -10,6 +10,10 @@ keep their end (left truncation), since the instruction to answer sits at the en
     backend = HFBackend("embedded:tiny", batch_size=16)
     backend.generate([[{"role": "user", "content": "Why is the sky blue?"}]], GenParams(max_new_tokens=32))
 
+Decoding is :func:`simplesafe.llm.sampling.sample` (top-k 50, then top-p, as transformers'
+defaults; several times faster than ``model.generate`` on a CPU). ``dtype: auto`` loads
+bf16 on a GPU or a bf16-capable CPU, fp32 otherwise.
+
 The bench ``python bench/synth.py`` compares batched with one-at-a-time decoding.
 """
 
@@ -25,7 +29,7 @@ log = logging.getLogger(__name__)
 class HFBackend(Backend):
     name = "hf"
 
-    def __init__(self, model: str, batch_size: int = 16, dtype: str = "float32", max_prompt_tokens: int = 1024,
+    def __init__(self, model: str, batch_size: int = 16, dtype: str = "auto", max_prompt_tokens: int = 1024,
                  cache=None, loaded=None, cache_model: str | None = None):
         super().__init__(model, cache)
         if cache_model:
@@ -35,10 +39,13 @@ class HFBackend(Backend):
         if loaded is not None:
             self.lm, self.tok = loaded
         else:
-            from simplesafe.models.load import load_causal_lm, load_tokenizer
+            import torch
 
+            from simplesafe.models.load import inference_dtype, load_causal_lm, load_tokenizer
+
+            device = "cuda" if torch.cuda.is_available() else "cpu"
             self.tok = load_tokenizer(model, padding_side="left")
-            self.lm = load_causal_lm(model, dtype=dtype)
+            self.lm = load_causal_lm(model, dtype=inference_dtype(dtype, device)).to(device)
         self.tok.padding_side = "left"
         if self.tok.pad_token is None:
             self.tok.pad_token = self.tok.eos_token
@@ -75,11 +82,12 @@ class HFBackend(Backend):
     def _generate_uncached(self, prompts: list[Prompt], params: GenParams, on_done: OnDone) -> list[Generation]:
         import torch
 
+        from simplesafe.llm.sampling import SamplingParams, sample
+
         limit = self.prompt_limit(params)
         encoded = [self._encode(p, limit) for p in prompts]
         order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
         results: list[Generation | None] = [None] * len(encoded)
-        do_sample = params.temperature > 0
         pad = self.tok.pad_token_id
         for b, start in enumerate(range(0, len(order), self.batch_size)):
             idx = order[start: start + self.batch_size]
@@ -90,22 +98,19 @@ class HFBackend(Backend):
                 ids = encoded[i]
                 input_ids[row, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
                 attention[row, width - len(ids):] = 1
-            kwargs = dict(max_new_tokens=params.max_new_tokens, do_sample=do_sample, use_cache=True,
-                          pad_token_id=pad, eos_token_id=self.tok.eos_token_id)
-            if do_sample:
-                kwargs.update(temperature=params.temperature, top_p=params.top_p)
-                # Seeded per batch so a given (prompts, params) call is reproducible.
-                torch.manual_seed((params.seed or 0) * 100_003 + b)
+            sp = SamplingParams(max_new_tokens=params.max_new_tokens, temperature=params.temperature,
+                                top_p=params.top_p, top_k=50)
             try:
-                with torch.no_grad():
-                    out = self.lm.generate(input_ids=input_ids.to(self.lm.device),
-                                           attention_mask=attention.to(self.lm.device), **kwargs)
+                # seeded per batch so a given (prompts, params) call is reproducible
+                out = sample(self.lm, input_ids.to(self.lm.device), attention.to(self.lm.device), sp,
+                             eos_token_ids=[self.tok.eos_token_id], pad_token_id=pad,
+                             seed=(params.seed or 0) * 100_003 + b)
             except (RuntimeError, ValueError) as exc:  # e.g. out of memory on one batch
                 for i in idx:
                     results[i] = Generation("", error=f"generation failed: {type(exc).__name__}: {str(exc)[:200]}")
                     on_done(i, results[i])
                 continue
-            decoded = self.tok.batch_decode(out[:, width:], skip_special_tokens=True)
+            decoded = self.tok.batch_decode(out.tokens, skip_special_tokens=True)
             for i, text in zip(idx, decoded):
                 results[i] = Generation(apply_stop(text, params.stop).strip())
                 on_done(i, results[i])

@@ -77,6 +77,28 @@ def torch_dtype(name: str | None):
     return table[name]
 
 
+def cpu_has_native_bf16() -> bool:
+    """True on CPUs with bf16 instructions (AVX512-BF16, AMX), where bf16 matmuls beat fp32."""
+    import torch
+
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def inference_dtype(dtype: str | None, device: str = "cpu") -> str:
+    """Resolve ``auto`` for inference: bf16 on a GPU that has it (else fp16), bf16 on a CPU with native
+    bf16 (generation about 1.4x faster than fp32 with SmolLM2-135M on 2 AVX512-BF16 cores), else fp32."""
+    if dtype not in (None, "auto"):
+        return dtype
+    import torch
+
+    if str(device).startswith("cuda"):
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+    return "bfloat16" if cpu_has_native_bf16() else "float32"
+
+
 def quantization_config(quantization: Quantization, compute_dtype: str = "bfloat16"):
     if quantization in (None, "none"):
         return None
