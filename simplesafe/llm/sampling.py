@@ -102,8 +102,14 @@ def next_tokens(logits, params: SamplingParams, generator=None, u=None):
 
 
 def sample(model, input_ids, attention_mask, params: SamplingParams, eos_token_ids: Sequence[int],
-           pad_token_id: int, seed: int | None = None, compact: bool = True) -> SampleOutput:
-    """Sample up to ``params.max_new_tokens`` new tokens for each left-padded prompt row."""
+           pad_token_id: int, seed: int | None = None, compact: bool = True,
+           row_seeds: Sequence[int] | None = None) -> SampleOutput:
+    """Sample up to ``params.max_new_tokens`` new tokens for each left-padded prompt row.
+
+    ``row_seeds`` (one per row) make each row's draws depend on its own seed only, so the
+    same (prompt, seed) gets the same answer whatever batch it is decoded in; otherwise
+    all rows draw from one generator seeded with ``seed``.
+    """
     import torch
     from transformers import DynamicCache
 
@@ -120,7 +126,13 @@ def sample(model, input_ids, attention_mask, params: SamplingParams, eos_token_i
     seen = input_ids.masked_fill(attn == 0, pad_token_id) if params.repetition_penalty != 1.0 else input_ids[:, :0]
     cache = DynamicCache()
     compactions = 0
-    uniforms = torch.rand((batch, params.max_new_tokens), generator=generator, device=device)
+    if row_seeds is not None:
+        if len(row_seeds) != batch:
+            raise ValueError(f"{len(row_seeds)} row seeds for {batch} rows")
+        uniforms = torch.stack([torch.rand(params.max_new_tokens, generator=torch.Generator().manual_seed(int(s)))
+                                for s in row_seeds]).to(device)
+    else:
+        uniforms = torch.rand((batch, params.max_new_tokens), generator=generator, device=device)
     with torch.no_grad():
         logits = model(input_ids=input_ids, attention_mask=attn, position_ids=positions, past_key_values=cache,
                        use_cache=True, logits_to_keep=1).logits[:, -1].float()

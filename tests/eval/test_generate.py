@@ -43,9 +43,9 @@ def test_generate_and_resume_after_kill(tiny_model_dir, prompts, tmp_path, monke
 
     seen = []
 
-    def counting(model, tok, batch, cfg, seed):
+    def counting(model, tok, batch, cfg, seed, **kw):
         seen.extend(batch)
-        return real(model, tok, batch, cfg, seed)
+        return real(model, tok, batch, cfg, seed, **kw)
 
     monkeypatch.setattr(gen_mod, "_generate_batch", counting)
     res = generate_answers(_cfg(tiny_model_dir, prompts, out), progress=False)
@@ -58,7 +58,17 @@ def test_generate_and_resume_after_kill(tiny_model_dir, prompts, tmp_path, monke
         assert r["generator"] == "tiny" and isinstance(r["output"], str)
     meta = json.loads(out.with_name(out.name + ".meta.json").read_text())
     assert meta["params"]["max_new_tokens"] == 6 and meta["params"]["seeds"] == [0, 1]
+    # every answer has its own seed: in fp32 the answers do not depend on the batch they were decoded in
+    monkeypatch.setattr(gen_mod, "_generate_batch", real)
+    outs = []
+    for bs in (2, 3):
+        f = tmp_path / f"fp32-{bs}.jsonl"
+        generate_answers(_cfg(tiny_model_dir, prompts, f).model_copy(update={"batch_size": bs, "dtype": "float32"}),
+                         progress=False)
+        outs.append([json.loads(x)["output"] for x in f.read_text().splitlines()])
+    assert outs[0] == outs[1]
     # a rerun is free
+    monkeypatch.setattr(gen_mod, "_generate_batch", counting)
     seen.clear()
     assert generate_answers(_cfg(tiny_model_dir, prompts, out), progress=False)["n_generated"] == 0 and not seen
 
