@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import random
 import shutil
 from pathlib import Path
 
@@ -37,16 +36,16 @@ def main() -> None:
     head_lines(wiki / "valid.src", out / "simplewiki" / "english_articles.txt", 1500)
     head_lines(wiki / "valid.tgt", out / "simplewiki" / "simple_aligned.txt", 1500)
     (out / "eli5").mkdir(parents=True, exist_ok=True)
-    shutil.copy(shared / "haluquestqa-lfqa-preferences" / "preference_data.csv", out / "eli5" / "lfqa_preferences.tsv")
-    shutil.copy(shared / "eli5-public-examples" / "examples_qda_short.json", out / "eli5" / "eli5_public_examples.json")
-    rows = [json.loads(l) for l in gzip.open(shared / "hh-rlhf-harmless-base-test" / "test.jsonl.gz", "rt", encoding="utf-8")]
-    random.Random(0).shuffle(rows)
+    shutil.copyfile(shared / "haluquestqa-lfqa-preferences" / "preference_data.csv", out / "eli5" / "lfqa_preferences.tsv")
+    shutil.copyfile(shared / "eli5-public-examples" / "examples_qda_short.json", out / "eli5" / "eli5_public_examples.json")
+    # all 2,312 harmless-base test pairs (safety reward model, held-out red-team prompts)
     (out / "hh-rlhf").mkdir(parents=True, exist_ok=True)
-    with gzip.open(out / "hh-rlhf" / "harmless_base_sample.jsonl.gz", "wt", encoding="utf-8", compresslevel=9) as fh:
-        for row in rows[:800]:
-            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    shutil.copyfile(shared / "hh-rlhf-harmless-base-test" / "test.jsonl.gz", out / "hh-rlhf" / "harmless_base_test.jsonl.gz")
+    # cased, untokenised Simple / English Wikipedia document pairs (Wiki-Auto via plan_simp), unchanged
+    shutil.copyfile(shared / "plan-simp-wikiauto-docs" / "wikiauto_docs_valid.jsonl.gz",
+                out / "simplewiki" / "wikiauto_docs.jsonl.gz")
     (out / "self-instruct").mkdir(parents=True, exist_ok=True)
-    shutil.copy(shared / "self-instruct-seed-tasks" / "seed_tasks.jsonl", out / "self-instruct" / "seed_tasks.jsonl")
+    shutil.copyfile(shared / "self-instruct-seed-tasks" / "seed_tasks.jsonl", out / "self-instruct" / "seed_tasks.jsonl")
     print("wrote", out)
 
 

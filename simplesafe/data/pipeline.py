@@ -36,9 +36,16 @@ Dataset formats (the trainers read these; ``datasets.load_dataset("json", ...)``
   completion the answer; the trainer applies the ``### Human: ... ### Assistant:`` template.
 - ``rm/...``: ``{id, source, question_id, prompt, chosen, rejected, weight, chosen_score,
   rejected_score, chosen_id, rejected_id, k}`` with ``weight = 1 / C(k, 2)``.
-- ``rl/...``: ``{id, source, question_id, prompt}``.
+- ``rl/...``: ``{id, source, question_id, prompt}``, plus ``reference`` (the preferred
+  answer, cleaned but not filtered) where the source has one: evaluation references.
+- ``pairs/...``: every preference-pair question not routed to SFT, with its raw preferred
+  and rejected answers (cleaned, not filtered) ``{id, source, question_id, prompt, chosen,
+  rejected, weight, route}``: preference data for a judge that needs no readability bar
+  (the demo's held-out helpfulness reward model), split like everything else by question.
 - ``wiki/...``: filtered Simple Wikipedia leads ``{id, source, title, text, n_words, fre,
-  fkg}`` for question backtranslation (the synth stage turns them into SFT pairs).
+  fkg}`` for question backtranslation (the synth stage turns them into SFT pairs), plus
+  ``contrast`` (the aligned ordinary-English text) for sources that have one (Wiki-Auto),
+  from which the synth stage also writes simple-vs-ordinary preference pairs.
 - ``rejects.jsonl`` (``id, stage, reason, scores``), ``stats.json`` (funnel, counts),
   ``plots/{fre,fkg,toxicity,length}.png``.
 
@@ -79,6 +86,9 @@ class SourceConfig(StageConfig):
     name: str | None = Field(None, description="provenance name written to every row's 'source' (default: the file name)")
     split: Literal["train", "validation", "test"] | None = Field(None, description="put every question of this file in one split")
     limit: int | None = Field(None, ge=1, description="read at most this many records")
+    text_field: str = Field("text", description="wiki rows: the field holding the (simple) text")
+    contrast_field: str | None = Field(None, description="wiki rows: a field with the aligned ordinary-English "
+                                       "text (Wiki-Auto's 'normal'); kept as 'contrast' for simplicity pairs")
 
 
 def _demo_sources() -> list[SourceConfig]:
@@ -361,7 +371,9 @@ def _build_qa(cfg, questions, rejects, funnel, rng) -> tuple[dict, list[dict]]:
     for a in usable:
         sa = ScoredAnswer(a["id"], a["text"], a["score"], _answer_flags(cfg, a, readable[a["id"]]), a)
         by_q.setdefault(a["question_id"], []).append(sa)
-    out = {name: {s: [] for s in SPLITS} for name in ("sft", "rm", "rl")}
+    from simplesafe.text.clean import clean_reddit_text
+
+    out = {name: {s: [] for s in SPLITS} for name in ("sft", "rm", "rl", "pairs")}
     route_counts = Counter()
     for d in qdocs:
         q = d["q"]
@@ -388,7 +400,16 @@ def _build_qa(cfg, questions, rejects, funnel, rng) -> tuple[dict, list[dict]]:
                     "chosen_id": c.id, "rejected_id": r.id, "k": route.k,
                 })
         else:
-            out["rl"][q.split].append({"id": f"{q.id}:rl", **base, "prompt": d["text"]})
+            best = _preferred(q)
+            out["rl"][q.split].append({"id": f"{q.id}:rl", **base, "prompt": d["text"],
+                                       **({"reference": clean_reddit_text(best.text)} if best is not None else {})})
+        if q.kind == "pair" and route.dataset != "sft":
+            pair = _raw_pair(q)
+            if pair is not None:
+                c, r = (clean_reddit_text(a.text) for a in pair)
+                if c.strip() and r.strip() and c != r:
+                    out["pairs"][q.split].append({"id": f"{q.id}:pair", **base, "prompt": d["text"], "chosen": c,
+                                                  "rejected": r, "weight": 1.0, "route": route.dataset})
             if d.get("prefer") == "rl":
                 for a in q.answers:
                     rejects.append({"id": a.id, "stage": "route", "question_id": q.id, "split": q.split, "source": q.source,
@@ -401,6 +422,19 @@ def _build_qa(cfg, questions, rejects, funnel, rng) -> tuple[dict, list[dict]]:
         for s in SPLITS:
             funnel.add(f"route/{name}", s, route_counts[(name, s)], 0)
     return out, answers
+
+
+def _preferred(q):
+    scored = [a for a in q.answers if a.score is not None]
+    return max(scored, key=lambda a: a.score) if scored else None
+
+
+def _raw_pair(q):
+    """(preferred, rejected) answers of a preference-pair question, before any answer filter."""
+    scored = sorted((a for a in q.answers if a.score is not None), key=lambda a: -a.score)
+    if len(scored) < 2 or scored[0].score == scored[-1].score:
+        return None
+    return scored[0], scored[-1]
 
 
 # --- Simple Wikipedia -------------------------------------------------------------------
@@ -418,7 +452,8 @@ def _build_wiki(cfg, rejects, funnel, rng) -> tuple[dict, list[dict]]:
             continue
         path = resolve_path(src.path)
         load_rejects: list = []
-        arts = list(load_simplewiki(path, schema=src.format, source=src.name, on_error=cfg.on_error, rejects=load_rejects, limit=src.limit))
+        arts = list(load_simplewiki(path, schema=src.format, source=src.name, on_error=cfg.on_error, rejects=load_rejects,
+                                    limit=src.limit, text_field=src.text_field, contrast_field=src.contrast_field))
         for r in load_rejects:
             rejects.append({"id": f"{src.name or path.stem}:{r['line']}", "stage": "load", "reason": r["reason"],
                             "file": r["file"], "line": r["line"], "field": r.get("field"), "scores": {}})
@@ -426,7 +461,8 @@ def _build_wiki(cfg, rejects, funnel, rng) -> tuple[dict, list[dict]]:
         for art in arts:
             full = "\n\n".join(art.paragraphs)
             docs.append({"id": art.id, "source": art.source, "title": art.title, "full": full,
-                         "article_words": len(full.split()), "text": build_lead(art.paragraphs, cfg.lead_min_words)})
+                         "article_words": len(full.split()), "text": build_lead(art.paragraphs, cfg.lead_min_words),
+                         **({"contrast": art.contrast} if art.contrast is not None else {})})
     if not docs:
         return {s: [] for s in SPLITS}, []
     docs = run_filters(docs, [WikiMarkupFilter("full"), MinWordsFilter(cfg.min_article_words, "article_words")], "wiki", funnel, rejects)
@@ -450,7 +486,8 @@ def _build_wiki(cfg, rejects, funnel, rng) -> tuple[dict, list[dict]]:
     out = {s: [] for s in SPLITS}
     for i, d in enumerate(docs):
         out[split_of[i]].append({"id": d["id"], "source": d["source"], "title": d["title"], "text": d["text"],
-                                 "n_words": d["n_words"], "fre": d["fre"], "fkg": d["fkg"]})
+                                 "n_words": d["n_words"], "fre": d["fre"], "fkg": d["fkg"],
+                                 **({"contrast": d["contrast"]} if "contrast" in d else {})})
     for s in SPLITS:
         funnel.add("wiki/split", s, len(out[s]), 0)
     return out, scored
@@ -525,6 +562,9 @@ def _write_outputs(sdir: Path, cfg, datasets_out: dict, rejects: list, funnel, a
             "rejects": len(rejects),
             "seconds": round(seconds, 2),
         },
+        # rows per dataset and source (the report says how many SFT and RM rows each source gave)
+        "by_source": {name: dict(Counter(r.get("source", "?") for s in SPLITS for r in splits.get(s, [])))
+                      for name, splits in datasets_out.items()},
     }
     write_json(sdir / "stats.json", stats)
     return stats

@@ -243,3 +243,41 @@ def test_interrupted_build_leaves_no_done_marker_and_reruns(tmp_path, monkeypatc
     h = build_datasets(cfg, tmp_path / "o")
     assert h["sft_rows"] == 1 and (tmp_path / "o" / "DONE").exists()
     assert not list((tmp_path / "o").rglob("*.tmp"))
+
+
+def test_aligned_wiki_rows_keep_their_contrast_and_pairs_are_kept_raw(tmp_path):
+    wiki = tmp_path / "wikiauto.jsonl"
+    paras = [SIMPLE[0], SIMPLE[1], SIMPLE[2], SIMPLE[3]]
+    wiki.write_text("".join(json.dumps({"id": f"d{i}", "title": f"T{i}", "simple": p,
+                                        "normal": p.replace(".", ", which is notable.")}) + "\n"
+                            for i, p in enumerate(paras)))
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps({"id": f"p{i}", "prompt": f"Question number {i} about cats?",
+                                         "chosen": SIMPLE[5] + f" Cat {i}.", "rejected": TOXIC + f" {i}"}) + "\n"
+                             for i in range(12)))
+    cfg = DataBuildConfig(sources=[SourceConfig(path=str(wiki), kind="wiki", text_field="simple",
+                                                contrast_field="normal"),
+                                   SourceConfig(path=str(pairs), kind="pairs")],
+                          leakage=False, plots=False, min_article_words=10, lead_min_words=10,
+                          toxicity_backend="profanity-check", validation_fraction=0.0, test_fraction=0.0,
+                          pairs_to_sft_fraction=0.3, pairs_to_rl_fraction=0.3)
+    out = tmp_path / "o"
+    build_datasets(cfg, out)
+    leads = all_rows(out, "wiki")
+    assert leads and all(r["contrast"].endswith("which is notable.") for r in leads)
+    raw = all_rows(out, "pairs")
+    sft_questions = {r["question_id"] for r in all_rows(out, "sft")}
+    assert raw and not sft_questions & {r["question_id"] for r in raw}  # SFT questions never in the pairs
+    assert all(r["rejected"].startswith(TOXIC[:20]) for r in raw)  # unfiltered: the toxic answer stays
+    assert all(r.get("reference", "").startswith(SIMPLE[5][:20]) for r in all_rows(out, "rl"))
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["by_source"]["wiki"] == {"wikiauto": len(leads)}
+
+
+def test_wiki_rows_missing_contrast_field_names_it(tmp_path):
+    wiki = tmp_path / "w.jsonl"
+    wiki.write_text(json.dumps({"id": "d", "simple": SIMPLE[0]}) + "\n")
+    cfg = DataBuildConfig(sources=[SourceConfig(path=str(wiki), kind="wiki", text_field="simple",
+                                                contrast_field="normal")], leakage=False, plots=False)
+    with pytest.raises(DataError, match=r"w.jsonl.*line 1.*normal"):
+        build_datasets(cfg, tmp_path / "o")

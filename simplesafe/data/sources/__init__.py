@@ -67,6 +67,7 @@ class Article:
     paragraphs: list[str]
     file: str = ""
     line: int | None = None
+    contrast: str | None = None  # the aligned ordinary-English text, where the source has one
 
 
 def row_id(row: dict, keys: tuple[str, ...], fallback: str) -> str:
