@@ -15,7 +15,9 @@ Named reward models, one per aspect the report wants to judge separately (its fo
 - ``safety``: Anthropic hh-rlhf harmless pairs; the prompt is the dialogue before the final
   ``"\\n\\nAssistant:"``, chosen/rejected are the final assistant turns.
 - ``simplicity``: Simple English Wikipedia (chosen) vs the aligned English Wikipedia article
-  (rejected), line-aligned files. The prompt is empty and the reward model judges the
+  (rejected): two line-aligned text files, or one rows file with both texts per row
+  (``simple_file: data/simplewiki/wikiauto_docs.jsonl.gz``, fields ``simple`` and
+  ``normal``: the cased Wiki-Auto document pairs). The prompt is empty and the reward model judges the
   answer alone (``use_prompt: false``, stored with the model so scoring drops prompts too):
   simplicity is a property of the text, not of the question.
 
@@ -64,8 +66,15 @@ class RewardStageConfig(DataConfigMixin, StageConfig):
     pairs: PairSource = Field("auto", description="row format of data: rm_rows ({prompt, chosen, rejected, weight}), "
                               "hh_rlhf (dialogue pairs), simple_vs_english (two line-aligned text files); "
                               "auto: by name")
-    simple_file: str | None = Field(None, description="simple_vs_english: simple texts, one per line (default: bundled)")
-    english_file: str | None = Field(None, description="simple_vs_english: aligned complex texts (default: bundled)")
+    simple_file: str | None = Field(None, description="simple_vs_english: simple texts, one per line, or a rows file "
+                                    "(.jsonl/.jsonl.gz/.json/.parquet) with both texts per row (default: bundled)")
+    english_file: str | None = Field(None, description="simple_vs_english: aligned complex texts, one per line (not "
+                                     "with a rows file)")
+    simple_field: str = Field("simple", description="simple_vs_english rows file: field of the simple text")
+    english_field: str = Field("normal", description="simple_vs_english rows file: field of the ordinary text")
+    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 autocast on a GPU or a "
+                                                       "bf16-capable CPU, else fp32")
+    group_by_length: bool = Field(True, description="batch pairs of similar length (less padding; order stays seeded)")
     backbone: str = Field("embedded:minilm", description="encoder or causal LM: hub id, local folder, embedded:minilm")
     out: str | None = Field(None, description="output folder (CLI default: runs/rm-<name>)")
     use_prompt: bool | None = Field(None, description="feed the question to the model (default: all but simplicity)")
@@ -121,7 +130,7 @@ def split_hh_dialogue(text: str) -> tuple[str, str]:
 def hh_rlhf_pairs(paths: list[Path]) -> list[dict]:
     from simplesafe.io import read_rows, require
 
-    out = []
+    out, skipped = [], []
     for path in paths:
         for line, row in read_rows(path):
             try:
@@ -130,11 +139,17 @@ def hh_rlhf_pairs(paths: list[Path]) -> list[dict]:
             except ValueError as exc:
                 raise DataError(path, line, "chosen", str(exc)) from None
             if p_c != p_r:
-                raise DataError(path, line, "rejected", "the dialogue before the final turn differs from 'chosen'")
+                # 5 of the 2,312 harmless-base test rows lose a turn marker ("  Human:" without the blank
+                # line) on one side, so the two dialogues split differently: no clean pair, skip it
+                skipped.append(f"{path}:{line}")
+                continue
             if not chosen or not rejected:
                 continue  # an empty final turn gives no preference signal
             out.append({"prompt": p_c, "chosen": chosen, "rejected": rejected, "weight": 1.0,
                         "_where": f"{path}:{line}", "_key": p_c})
+    if skipped:
+        log.warning("hh-rlhf: %d pair(s) skipped whose chosen and rejected dialogues differ before the final "
+                    "turn (a lost turn marker): %s", len(skipped), ", ".join(skipped[:5]))
     return out
 
 
@@ -157,6 +172,24 @@ def simple_vs_english_pairs(simple_file: Path, english_file: Path) -> list[dict]
     return out
 
 
+ROW_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".parquet", ".csv", ".tsv")
+
+
+def aligned_rows_pairs(path: Path, simple_field: str = "simple", english_field: str = "normal") -> list[dict]:
+    """Simple (chosen) vs ordinary (rejected) pairs from a rows file with both texts per row (Wiki-Auto)."""
+    from simplesafe.io import read_rows, require
+
+    out = []
+    for line, row in read_rows(path):
+        s = require(row, simple_field, path, line).strip()
+        e = require(row, english_field, path, line).strip()
+        if s == e:
+            continue  # no preference signal
+        key = str(row.get("id", f"line{line}"))
+        out.append({"prompt": "", "chosen": s, "rejected": e, "weight": 1.0, "_where": f"{path}:{line}", "_key": key})
+    return out
+
+
 def load_pairs(cfg: RewardStageConfig) -> dict[str, list[dict]]:
     """``{"train", "validation", "test"}`` lists of pair rows for ``cfg``."""
     src = cfg.source()
@@ -176,12 +209,18 @@ def load_pairs(cfg: RewardStageConfig) -> dict[str, list[dict]]:
         }
     else:
         if src == "hh_rlhf":
-            files = [Path(p) for p in cfg.data] or [bundled_data_dir() / "hh-rlhf" / "harmless_base_sample.jsonl.gz"]
+            files = [Path(p) for p in cfg.data] or [bundled_data_dir() / "hh-rlhf" / "harmless_base_test.jsonl.gz"]
             rows = hh_rlhf_pairs(files)
         else:
             sdir = bundled_data_dir() / "simplewiki"
-            rows = simple_vs_english_pairs(Path(cfg.simple_file or sdir / "simple_aligned.txt"),
-                                           Path(cfg.english_file or sdir / "english_articles.txt"))
+            simple = Path(cfg.simple_file or sdir / "simple_aligned.txt")
+            if simple.name.endswith(ROW_SUFFIXES):
+                if cfg.english_file:
+                    raise ConfigError(f"reward model '{cfg.name}': english_file is for line-aligned text files; "
+                                      f"{simple} is a rows file with both texts (simple_field/english_field)")
+                rows = aligned_rows_pairs(simple, cfg.simple_field, cfg.english_field)
+            else:
+                rows = simple_vs_english_pairs(simple, Path(cfg.english_file or sdir / "english_articles.txt"))
         splits = {"train": [], "validation": [], "test": []}
         for r in rows:
             splits[_bucket(r["_key"], cfg.validation_fraction, cfg.test_fraction)].append(r)
@@ -251,6 +290,33 @@ def _rewards(model, batch) -> "torch.Tensor":  # noqa: F821
                  **({"token_type_ids": batch["token_type_ids"]} if "token_type_ids" in batch else {})).logits[:, 0]
 
 
+class LengthGroupedBatches:
+    """Seeded batches of similar-length pairs: shuffle, sort within windows of 32 batches, shuffle the batches.
+
+    The same idea as transformers' ``group_by_length``; a new order every epoch, the same
+    order for the same seed. On a CPU padding is paid in full, so this is most of a 2x.
+    """
+
+    def __init__(self, lengths: list[int], batch_size: int, seed: int, window: int = 32):
+        self.lengths, self.batch_size, self.seed, self.window = lengths, batch_size, seed, window
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.lengths) / self.batch_size)
+
+    def __iter__(self):
+        rng = np.random.default_rng([self.seed, self.epoch])
+        self.epoch += 1
+        order = rng.permutation(len(self.lengths))
+        span = self.batch_size * self.window
+        batches = []
+        for start in range(0, len(order), span):
+            chunk = sorted(order[start: start + span], key=lambda i: -self.lengths[i])
+            batches += [list(map(int, chunk[i: i + self.batch_size])) for i in range(0, len(chunk), self.batch_size)]
+        for j in rng.permutation(len(batches)):
+            yield batches[j]
+
+
 class _PairData:
     """Pre-tokenised pairs; the collator pads chosen and rejected into one batch (chosen first)."""
 
@@ -272,6 +338,14 @@ class _PairData:
 
     def __getitem__(self, i):
         return self.items[i]
+
+    def lengths(self) -> list[int]:
+        return [max(len(it["chosen"]["input_ids"]), len(it["rejected"]["input_ids"])) for it in self.items]
+
+    def sorted_batches(self, batch_size: int) -> list[list[int]]:
+        lengths = self.lengths()
+        order = sorted(range(len(self.items)), key=lambda i: lengths[i])
+        return [order[i: i + batch_size] for i in range(0, len(order), batch_size)]
 
     def collate(self, items):
         import torch
@@ -302,7 +376,26 @@ def _evaluate(model, loader, accelerator) -> dict:
     from simplesafe.train.losses import pairwise_accuracy
 
     return {"loss": float(bradley_terry_loss(c, r, w, m)), "accuracy": pairwise_accuracy(c, r),
-            "accuracy_weighted": pairwise_accuracy(c, r, w), "mean_margin": float((c - r).mean()), "n": int(c.numel())}
+            "accuracy_weighted": pairwise_accuracy(c, r, w), "mean_margin": float((c - r).mean()), "n": int(c.numel()),
+            "threshold": separating_threshold(c.cpu().numpy(), r.cpu().numpy())}
+
+
+def separating_threshold(chosen: np.ndarray, rejected: np.ndarray) -> float:
+    """The reward that best separates single responses: chosen ones above, rejected ones below.
+
+    Chosen the threshold with the highest balanced accuracy (mean of the share of chosen
+    responses at or above it and of rejected ones below it), midway between neighbouring
+    rewards. A pairwise reward model has no absolute scale; this gives one where a yes/no
+    judgement is needed (e.g. the safety judge's "unsafe answer" rate).
+    """
+    c, r = np.sort(np.asarray(chosen, float)), np.sort(np.asarray(rejected, float))
+    values = np.unique(np.concatenate([c, r]))
+    if len(values) < 2:
+        return float(values[0]) if len(values) else 0.0
+    cands = (values[:-1] + values[1:]) / 2
+    tpr = 1.0 - np.searchsorted(c, cands, side="left") / len(c)  # chosen >= t
+    tnr = np.searchsorted(r, cands, side="left") / len(r)  # rejected < t
+    return float(cands[int(np.argmax(tpr + tnr))])
 
 
 # --------------------------------------------------------------------------- training
@@ -325,8 +418,11 @@ def train_reward_model(cfg: RewardStageConfig, out_dir: str | Path, splits: dict
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     splits = splits or load_pairs(cfg)
+    from simplesafe.models.load import cpu_has_native_bf16
+
+    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and (has_gpu() or cpu_has_native_bf16()))
     accelerator = Accelerator(cpu=not has_gpu(), gradient_accumulation_steps=cfg.grad_accum,
-                              mixed_precision="bf16" if has_gpu() else "no")
+                              mixed_precision="bf16" if bf16 else "no")
     acc_set_seed(cfg.seed)
     tokenizer = load_tokenizer(cfg.backbone)
     model = load_sequence_classifier(cfg.backbone, num_labels=1)
@@ -340,9 +436,13 @@ def train_reward_model(cfg: RewardStageConfig, out_dir: str | Path, splits: dict
 
     data = {k: _PairData(tokenizer, v, spec, cfg) for k, v in splits.items() if v}
     gen = torch.Generator().manual_seed(cfg.seed)
-    train_loader = DataLoader(data["train"], batch_size=cfg.batch_size, shuffle=True, generator=gen,
-                              collate_fn=data["train"].collate)
-    eval_loaders = {k: DataLoader(d, batch_size=max(cfg.batch_size, 32), collate_fn=d.collate)
+    if cfg.group_by_length:
+        train_loader = DataLoader(data["train"], collate_fn=data["train"].collate,
+                                  batch_sampler=LengthGroupedBatches(data["train"].lengths(), cfg.batch_size, cfg.seed))
+    else:
+        train_loader = DataLoader(data["train"], batch_size=cfg.batch_size, shuffle=True, generator=gen,
+                                  collate_fn=data["train"].collate)
+    eval_loaders = {k: DataLoader(d, collate_fn=d.collate, batch_sampler=d.sorted_batches(max(cfg.batch_size, 32)))
                     for k, d in data.items() if k != "train"}
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps = math.ceil(len(train_loader) / cfg.grad_accum) * cfg.epochs
@@ -396,6 +496,9 @@ def train_reward_model(cfg: RewardStageConfig, out_dir: str | Path, splits: dict
         for k, v in res.items():
             metrics[f"{split}_{k}"] = v
     metrics["seconds"] = round(time.time() - t0, 2)
+    if "validation" in final and final["validation"].get("threshold") is not None:
+        spec["threshold"] = final["validation"]["threshold"]  # see separating_threshold
+    metrics["precision"] = "bf16" if bf16 else "fp32"
     if accelerator.is_main_process:
         save_model_into(unwrapped, tokenizer, out_dir)
         write_json(out_dir / REWARD_CONFIG, spec)

@@ -37,7 +37,7 @@ def test_split_hh_dialogue_takes_the_final_assistant_turn():
 
 def test_named_sources_load_with_disjoint_splits(bundled_data):
     safety = load_pairs(RewardStageConfig(name="safety"))
-    assert sum(len(v) for v in safety.values()) >= 790  # 800 bundled pairs, empty final turns dropped
+    assert sum(len(v) for v in safety.values()) >= 2290  # 2,312 bundled pairs, broken or empty final turns dropped
     assert all(r["prompt"].startswith("Human:") and r["chosen"] and r["rejected"] for r in safety["train"])
     train_prompts = {r["prompt"] for r in safety["train"]}
     assert not train_prompts & {r["prompt"] for r in safety["test"]}
@@ -111,3 +111,39 @@ def test_cli_rm_safety(tiny_model_dir, tmp_path):
     assert "validation_accuracy" in res.stdout
     bad = subprocess.run(cmd[:5] + ["name=safety", "lr=-1"], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "lr" in bad.stderr
+
+
+def test_aligned_rows_give_simplicity_pairs(tmp_path):
+    from simplesafe.train.reward import RewardStageConfig, load_pairs
+
+    f = tmp_path / "docs.jsonl"
+    f.write_text("".join(json.dumps({"id": f"d{i}", "simple": f"A cat sat {i}.", "normal": f"A feline was seated {i}."})
+                         + "\n" for i in range(40)) + json.dumps({"id": "same", "simple": "x", "normal": "x"}) + "\n")
+    cfg = RewardStageConfig(name="simplicity", simple_file=str(f))
+    splits = load_pairs(cfg)
+    rows = [r for s in splits.values() for r in s]
+    assert len(rows) == 40 and all(r["chosen"].startswith("A cat") and r["prompt"] == "" for r in rows)
+    keys = {s: {r["_key"] for r in v} for s, v in splits.items()}
+    assert not (keys["train"] & keys["test"]) and not (keys["train"] & keys["validation"])
+    with pytest.raises(Exception, match="english_file"):
+        load_pairs(RewardStageConfig(name="simplicity", simple_file=str(f), english_file=str(f)))
+
+
+def test_separating_threshold_balances_the_two_errors():
+    from simplesafe.train.reward import separating_threshold
+
+    t = separating_threshold(np.array([2.0, 3.0, 4.0]), np.array([-1.0, 0.0, 1.0, 2.5]))
+    assert 1.0 < t < 2.0  # all chosen above, 3 of 4 rejected below
+    assert separating_threshold(np.array([1.0]), np.array([1.0])) == 1.0
+
+
+def test_length_grouped_batches_are_seeded_and_cover_everything():
+    from simplesafe.train.reward import LengthGroupedBatches
+
+    lengths = list(np.random.default_rng(0).integers(5, 200, 301))
+    a, b = LengthGroupedBatches(lengths, 8, seed=3), LengthGroupedBatches(lengths, 8, seed=3)
+    ea, eb = list(a), list(b)
+    assert ea == eb and sorted(i for batch in ea for i in batch) == list(range(301))
+    assert list(a) != ea  # a new order every epoch
+    spread = np.mean([max(lengths[i] for i in batch) - min(lengths[i] for i in batch) for batch in ea])
+    assert spread < 40  # similar lengths together (random batches: about 140)
