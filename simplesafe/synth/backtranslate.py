@@ -10,7 +10,9 @@ the human-written lead, so the pair teaches the simple style of Simple Wikipedia
 Every generated question is validated and otherwise rejected with a reason:
 ``generation_failed`` (the call failed after retries), ``empty``, ``not_a_question`` (no
 question mark), ``multiple_questions``, ``too_short`` / ``too_long`` (words),
-``repetitive`` and ``copied_from_text`` (a long verbatim stretch of the lead). Labels a
+``repetitive``, ``echoes_prompt`` (it repeats the request, e.g. "What kind of question
+could this be?", or its placeholder X) and ``copied_from_text`` (a long verbatim stretch
+of the lead). Labels a
 model likes to add ("X:", "Question:", quotes) and anything after the first line or
 after the question mark are removed first.
 
@@ -18,7 +20,11 @@ Input: rows ``{id, source, text}`` (``simplesafe data build`` writes them as
 ``wiki/{train,validation,test}.jsonl``), a folder of such split files or one file.
 Output, per split: ``{split}.jsonl`` with SFT rows ``{id, source, prompt, completion,
 question_id, lead_id, generator, prompt_id, round}`` (prompt = the question, completion
-= the lead) that ``simplesafe train sft`` reads; ``rejected.jsonl``; ``stats.json``.
+= the lead) that ``simplesafe train sft`` reads; ``rejected.jsonl``; ``stats.json``. When
+the leads carry a ``contrast`` text (the aligned ordinary-English version, Wiki-Auto),
+``pairs/{split}.jsonl`` also holds preference pairs ``{prompt, chosen, rejected, weight}``
+with the generated question, the simple text as ``chosen`` and the ordinary one as
+``rejected``: simplicity preferences for DPO, judged by Simple Wikipedia's editors.
 Calls go through the backend's SQLite cache, so an interrupted run resumes.
 
     simplesafe synth backtranslate input=runs/demo/data/wiki --out runs/bt
@@ -71,9 +77,19 @@ class BacktranslateConfig(StageConfig):
     seed: int = 0
 
 
+_QUOTED_QUESTION = re.compile(r"[\"“]([^\"“”\n]{8,300}?\?)")
+
+
 def clean_question(raw: str) -> str:
-    """Strip labels, quotes and everything after the first line or the first '?'."""
+    """Strip labels, quotes and everything after the first line or the first '?'.
+
+    Small models often wrap the question in a sentence ('This is an answer to the question
+    "Why ...?"'): a quoted question inside the reply is taken as the question.
+    """
     text = (raw or "").replace("\r\n", "\n").strip()
+    quoted = _QUOTED_QUESTION.search(text)
+    if quoted and not text.lstrip("\"“").startswith(quoted.group(1)[:8]):
+        return quoted.group(1).strip()
     lines = [l for l in text.split("\n") if l.strip()]
     text = lines[0].strip() if lines else ""
     text = re.split(r"\b(?:Answer|A)\s*:", text)[0]
@@ -103,6 +119,8 @@ def validate_question(raw: str, lead: str, min_words: int = 3, max_words: int = 
         return q, "too_long"
     if is_repetitive(q):
         return q, "repetitive"
+    if echoes_instruction(q):
+        return q, "echoes_prompt"
     qw = re.findall(r"\w+", q.lower())
     lw = re.findall(r"\w+", lead.lower())
     if qw and lw:
@@ -110,6 +128,20 @@ def validate_question(raw: str, lead: str, min_words: int = 3, max_words: int = 
         if len(qw) >= 4 and m.size >= copy_fraction * len(qw):
             return q, "copied_from_text"
     return q, None
+
+
+_INSTRUCTION_WORDS = re.findall(r"\w+", "what kind of question x could this be an answer to")
+
+
+def echoes_instruction(question: str) -> bool:
+    """The question repeats the prompt's own request ("What kind of question, X, could this be?") or its
+    placeholder X instead of asking about the text: small models often do."""
+    if re.search(r"\bX\b", question):
+        return True
+    qw = re.findall(r"\w+", question.lower())
+    m = difflib.SequenceMatcher(None, qw, _INSTRUCTION_WORDS, autojunk=False).find_longest_match(
+        0, len(qw), 0, len(_INSTRUCTION_WORDS))
+    return m.size >= 3
 
 
 def read_leads(path: Path, text_field: str, limit: int | None) -> list[dict]:
@@ -120,7 +152,7 @@ def read_leads(path: Path, text_field: str, limit: int | None) -> list[dict]:
         if rid is None or not str(rid).strip():
             raise DataError(path, line, "id", "missing required field")
         rows.append({"id": str(rid), "source": str(row.get("source") or "simplewiki"), "text": text,
-                     "title": row.get("title")})
+                     "title": row.get("title"), "contrast": row.get("contrast")})
         if limit is not None and len(rows) >= limit:
             break
     return rows
@@ -168,9 +200,25 @@ def backtranslate_rows(leads: list[dict], backend: Backend, cfg: BacktranslateCo
             rejected.append({**base, "id": f"bt-{lead['id']}", "reason": reason, "question": question,
                              "raw": str(out)[:300]})
             continue
-        kept.append({"id": f"bt-{lead['id']}", "source": f"{lead['source']}-backtranslation", "prompt": question,
-                     "completion": lead["text"], "question_id": f"bt-{lead['id']}", "title": lead.get("title"), **base})
+        row = {"id": f"bt-{lead['id']}", "source": f"{lead['source']}-backtranslation", "prompt": question,
+               "completion": lead["text"], "question_id": f"bt-{lead['id']}", "title": lead.get("title"), **base}
+        if isinstance(lead.get("contrast"), str) and lead["contrast"].strip():
+            row["contrast"] = lead["contrast"]
+        kept.append(row)
     return kept, rejected
+
+
+def preference_pairs(rows: list[dict]) -> list[dict]:
+    """Simple (chosen) vs ordinary (rejected) answers to the generated question, from rows with a ``contrast``."""
+    out = []
+    for r in rows:
+        contrast = r.get("contrast")
+        if not isinstance(contrast, str) or not contrast.strip() or contrast.strip() == r["completion"].strip():
+            continue
+        out.append({"id": f"{r['id']}:pair", "source": r["source"], "question_id": r["question_id"],
+                    "prompt": r["prompt"], "chosen": r["completion"], "rejected": contrast, "weight": 1.0,
+                    "lead_id": r["lead_id"], "generator": r["generator"], "prompt_id": r["prompt_id"]})
+    return out
 
 
 def run_backtranslation(cfg: BacktranslateConfig, out_dir: str | Path, force: bool = False,
@@ -187,13 +235,18 @@ def run_backtranslation(cfg: BacktranslateConfig, out_dir: str | Path, force: bo
         cache = cfg.cache or str(out_dir / "cache.sqlite")
         all_rejects: list[dict] = []
         per_split = {}
+        n_pairs: dict[str, int] = {}
         with make_backend(cfg.backend, cache) as backend:
             for split, path in files.items():
                 leads = read_leads(path, cfg.text_field, cfg.limit_per_split)
                 kept, rejected = backtranslate_rows(leads, backend, cfg, progress, desc=f"backtranslate {split}")
                 for r in rejected:
                     r["split"] = split
-                write_rows(out_dir / f"{split}.jsonl", kept)
+                write_rows(out_dir / f"{split}.jsonl", [{k: v for k, v in r.items() if k != "contrast"} for r in kept])
+                pairs = preference_pairs(kept)
+                if pairs or any("contrast" in r for r in kept):
+                    write_rows(out_dir / "pairs" / f"{split}.jsonl", pairs)
+                    n_pairs[split] = len(pairs)
                 all_rejects.extend(rejected)
                 per_split[split] = {"leads": len(leads), "kept": len(kept), "rejected": len(rejected)}
             calls, hits, gen = backend.calls, backend.cache_hits, backend.generator_id
@@ -205,6 +258,7 @@ def run_backtranslation(cfg: BacktranslateConfig, out_dir: str | Path, force: bo
             "kept": n_kept,
             "kept_fraction": round(n_kept / n_leads, 4) if n_leads else 0.0,
             "splits": per_split,
+            **({"preference_pairs": n_pairs} if n_pairs else {}),
             "reject_reasons": dict(Counter(r["reason"] for r in all_rejects).most_common()),
             "generator": gen,
             "model_calls": calls,

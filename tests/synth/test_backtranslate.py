@@ -34,6 +34,12 @@ def test_report_messages_verbatim():
     ("What " + "very " * 50 + "long?", None, "too_long"),
     ("the the the the the the the the?", None, "repetitive"),
     ("It flows north into the Mediterranean Sea?", None, "copied_from_text"),
+    # small models wrap the question in a sentence, or echo the request and its placeholder
+    ('This answer is an answer to the question "What is the longest river in Africa?"',
+     "What is the longest river in Africa?", None),
+    ("What kind of question, X, could this be an answer to?", None, "echoes_prompt"),
+    ("When did the movie X come out?", None, "echoes_prompt"),
+    ("What kind of question could this be?", None, "echoes_prompt"),
 ])
 def test_validate_question(raw, question, reason):
     q, why = validate_question(raw, LEAD)
@@ -125,3 +131,17 @@ def test_cli_missing_input_is_a_clear_error(tmp_path, capsys):
         main(["synth", "backtranslate", "--out", str(tmp_path / "bt")])
     assert exit_info.value.code == 2
     assert "input=PATH" in capsys.readouterr().err
+
+
+def test_preference_pairs_from_leads_with_a_contrast():
+    from simplesafe.synth.backtranslate import preference_pairs
+
+    base = {"source": "wikiauto-backtranslation", "question_id": "bt-1", "prompt": "Where is Paris?",
+            "lead_id": "1", "generator": "g", "prompt_id": "p"}
+    rows = [{**base, "id": "bt-1", "completion": "Paris is in France.", "contrast": "Paris is the capital of France."},
+            {**base, "id": "bt-2", "completion": "Same text.", "contrast": "Same text."},
+            {**base, "id": "bt-3", "completion": "No contrast here."}]
+    pairs = preference_pairs(rows)
+    assert [(p["id"], p["chosen"], p["rejected"]) for p in pairs] == [
+        ("bt-1:pair", "Paris is in France.", "Paris is the capital of France.")]
+    assert pairs[0]["prompt"] == "Where is Paris?" and pairs[0]["weight"] == 1.0
