@@ -1,5 +1,9 @@
 """Readability: Flesch reading ease (FRE) and Flesch-Kincaid grade (FKG) via textstat.
 
+The held-out simplicity judge of the evaluation uses another family, the New Dale-Chall
+score (:func:`dale_chall`: unfamiliar words rather than syllables), so that a model
+trained on a Flesch reward is not graded by the same formula.
+
 The report keeps text with FRE >= 60 ("plain English") and FKG < 9 (understandable by
 middle-school students):
 
@@ -79,6 +83,23 @@ def flesch_kincaid_grade(text: str) -> float:
     if not text.strip():
         return float("nan")
     return float(_textstat().flesch_kincaid_grade(text))
+
+
+def dale_chall(text: str) -> float:
+    """New Dale-Chall score (Chall & Dale, 1995): 0.1579 x % difficult words (outside the 3,000-word
+    familiar list) + 0.0496 x words per sentence, + 3.6365 when over 5% are difficult. A different
+    family from the Flesch formulas: it counts unfamiliar words, not syllables. 4.9 or less: easily
+    understood by an average 4th-grader; 9.0-9.9: 13th to 15th grade."""
+    if not text.strip():
+        return float("nan")
+    return float(_textstat().dale_chall_readability_score(text))
+
+
+def smog_grade(text: str) -> float:
+    """McLaughlin's SMOG grade (1969); textstat returns 0 for texts of fewer than 3 sentences."""
+    if not text.strip():
+        return float("nan")
+    return float(_textstat().smog_index(text))
 
 
 @dataclass(frozen=True)
