@@ -117,7 +117,12 @@ def read_split(paths: list[Path], fields: tuple[str, ...], optional: dict | None
     return rows
 
 
-def format_prompt(question: str, template: str, tokenizer=None) -> str:
+def _messages(question: str, system: str | None) -> list[dict]:
+    msgs = [{"role": "system", "content": system}] if system else []
+    return msgs + [{"role": "user", "content": question}]
+
+
+def format_prompt(question: str, template: str, tokenizer=None, *, system: str | None = None) -> str:
     """The text the model sees before its answer.
 
     ``template`` is a string with ``{question}`` (default: the report's format) or ``chat``
@@ -127,15 +132,13 @@ def format_prompt(question: str, template: str, tokenizer=None) -> str:
         if tokenizer is None or not getattr(tokenizer, "chat_template", None):
             raise ConfigError("template: chat needs a tokenizer with a chat_template; "
                               f"use a '{{question}}' template such as '{REPORT_TEMPLATE}'")
-        return tokenizer.apply_chat_template(
-            [{"role": "user", "content": question}], tokenize=False, add_generation_prompt=True
-        )
+        return tokenizer.apply_chat_template(_messages(question, system), tokenize=False, add_generation_prompt=True)
     if "{question}" not in template:
         raise ConfigError(f"template must contain '{{question}}' or be 'chat', got {template!r}")
     return template.replace("{question}", question)
 
 
-def format_completion(question: str, answer: str, template: str, tokenizer) -> str:
+def format_completion(question: str, answer: str, template: str, tokenizer, *, system: str | None = None) -> str:
     """The answer text that follows :func:`format_prompt` (without the EOS token).
 
     With ``template: chat`` it is whatever the chat template renders after the prompt
@@ -143,10 +146,9 @@ def format_completion(question: str, answer: str, template: str, tokenizer) -> s
     """
     if template != "chat":
         return " " + answer.strip()
-    prompt = format_prompt(question, template, tokenizer)
-    full = tokenizer.apply_chat_template(
-        [{"role": "user", "content": question}, {"role": "assistant", "content": answer}], tokenize=False
-    )
+    prompt = format_prompt(question, template, tokenizer, system=system)
+    full = tokenizer.apply_chat_template(_messages(question, system) + [{"role": "assistant", "content": answer}],
+                                         tokenize=False)
     if not full.startswith(prompt):
         raise ConfigError("the tokenizer's chat template renders the prompt differently with and without the "
                           "answer; use a '{question}' template instead of 'chat'")
@@ -161,6 +163,17 @@ def has_gpu() -> bool:
     import torch
 
     return torch.cuda.is_available()
+
+
+def use_bf16(precision: str = "auto") -> bool:
+    """bf16 autocast for training: on a GPU, or on a CPU with native bf16 instructions (``auto``)."""
+    if precision == "fp32":
+        return False
+    if precision == "bf16":
+        return True
+    from simplesafe.models.load import cpu_has_native_bf16
+
+    return has_gpu() or cpu_has_native_bf16()
 
 
 def peft_config(lora: LoraSettings, task_type: str = "CAUSAL_LM"):
@@ -216,16 +229,19 @@ def training_arguments(out_dir: str | Path, *, lr: float, epochs: float, batch_s
                        seed: int, max_steps: int | None = None, eval_each_epoch: bool = True,
                        keep_best: bool = True, logging_steps: int = 5, warmup_ratio: float = 0.0,
                        weight_decay: float = 0.0, gradient_checkpointing: bool = False,
-                       **extra) -> dict:
+                       precision: str = "auto", **extra) -> dict:
     """Keyword arguments shared by TRL's configs (SFTConfig, RewardConfig, DPOConfig).
 
-    On CPU: fp32, no gradient checkpointing, ``use_cpu``. Evaluation and saving happen
+    On CPU: ``use_cpu``, no gradient checkpointing, and bf16 autocast when ``precision`` is
+    ``auto`` and the CPU has native bf16 (AVX512-BF16/AMX: LoRA on SmolLM2-135M trains about
+    1.3x faster than fp32; weights and optimizer state stay fp32). Evaluation and saving happen
     once per epoch (or every ``max_steps`` when training by steps) so the best epoch by
     validation loss can be kept (``load_best_model_at_end``): with a small SFT set the
     last epoch is often already memorising.
     """
     gpu = has_gpu()
     strategy = "epoch" if eval_each_epoch else "no"
+    bf16 = use_bf16(precision)
     kwargs = dict(
         output_dir=str(out_dir),
         learning_rate=lr,
@@ -252,7 +268,7 @@ def training_arguments(out_dir: str | Path, *, lr: float, epochs: float, batch_s
         disable_tqdm=False,
         dataloader_num_workers=0,
         remove_unused_columns=False,
-        bf16=gpu,
+        bf16=bf16,
         use_cpu=not gpu,
         gradient_checkpointing=gradient_checkpointing and gpu,
     )
@@ -317,3 +333,40 @@ def run_training_stage(cfg, out_dir: str | Path, force: bool, train_fn) -> dict:
             return json.loads((out_dir / "metrics.json").read_text())
         return train_fn()
 
+
+
+def answer_logprobs(model, tokenizer, prompts: list[str], answers: list[str], add_special_tokens: bool = True,
+                    batch_size: int = 16) -> list[float]:
+    """Summed log-probability of each answer's tokens after its (already formatted) prompt.
+
+    Prompt and answer are tokenised separately and concatenated, as in SFT, so the
+    boundary is exact; batches are right-padded. Used for KL estimates between models.
+    """
+    import torch
+
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    examples = []
+    for p, a in zip(prompts, answers):
+        p_ids = tokenizer(p, add_special_tokens=add_special_tokens)["input_ids"]
+        a_ids = tokenizer(a, add_special_tokens=False)["input_ids"]
+        examples.append((p_ids, a_ids))
+    device = next(model.parameters()).device
+    out: list[float] = []
+    model.eval()
+    with torch.no_grad():
+        for i in range(0, len(examples), batch_size):
+            chunk = examples[i: i + batch_size]
+            width = max(len(p) + len(a) for p, a in chunk)
+            ids = torch.full((len(chunk), width), pad)
+            att = torch.zeros((len(chunk), width), dtype=torch.long)
+            mask = torch.zeros((len(chunk), width), dtype=torch.bool)
+            for j, (p, a) in enumerate(chunk):
+                ids[j, : len(p) + len(a)] = torch.tensor(p + a)
+                att[j, : len(p) + len(a)] = 1
+                mask[j, len(p): len(p) + len(a)] = True
+            logits = model(input_ids=ids.to(device), attention_mask=att.to(device)).logits.float()
+            logp = torch.log_softmax(logits[:, :-1], dim=-1)
+            picked = logp.gather(-1, ids[:, 1:].to(device).unsqueeze(-1)).squeeze(-1)
+            m = mask[:, 1:].to(device)
+            out.extend(float(x) for x in (picked * m).sum(-1).cpu())
+    return out

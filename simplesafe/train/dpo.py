@@ -81,6 +81,8 @@ class DPOStageConfig(DataConfigMixin, StageConfig):
     max_train_rows: int | None = Field(None, ge=1)
     max_eval_rows: int | None = Field(256, ge=1)
     gradient_checkpointing: bool = False
+    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="bf16 autocast: auto = on a GPU or a "
+                                                       "bf16-capable CPU")
     merge: bool = Field(True, description="LoRA/QLoRA: also write the merged model into the output folder")
     seed: int = 0
 
@@ -136,7 +138,7 @@ def train_dpo(cfg: DPOStageConfig, train_rows: list[dict], eval_rows: list[dict]
         ckpt_dir, lr=cfg.lr, epochs=cfg.epochs, batch_size=cfg.batch_size, grad_accum=cfg.grad_accum,
         seed=cfg.seed, max_steps=cfg.max_steps, eval_each_epoch=has_eval, keep_best=False,
         warmup_ratio=cfg.warmup_ratio, gradient_checkpointing=cfg.gradient_checkpointing,
-        disable_tqdm=not progress, remove_unused_columns=True,
+        disable_tqdm=not progress, remove_unused_columns=True, precision=cfg.precision,
         beta=cfg.beta, loss_type=list(cfg.loss_type), label_smoothing=cfg.label_smoothing,
         precompute_ref_log_probs=cfg.precompute_ref_log_probs, max_length=cfg.max_length,
         save_strategy="epoch", save_total_limit=1,  # one checkpoint to resume from
@@ -184,7 +186,11 @@ def train_dpo(cfg: DPOStageConfig, train_rows: list[dict], eval_rows: list[dict]
             save_model_into(merged, tokenizer, out_dir)
     else:
         save_model_into(trained, tokenizer, out_dir)
+    from simplesafe.train.sft import _record_templates
+
+    _record_templates(out_dir, cfg.template)
     metrics["seconds"] = round(time.time() - t0, 2)
+    metrics["precision"] = "bf16" if trainer.args.bf16 else "fp32"
     metrics["train_runtime"] = result.metrics.get("train_runtime")
     write_json(out_dir / "metrics.json", metrics)
     shutil.rmtree(ckpt_dir, ignore_errors=True)

@@ -169,9 +169,13 @@ def run_merge(base: str, adapter: str | Path, out: str | Path, mode: MergeMode =
     from simplesafe.models.load import load_tokenizer
     from simplesafe.train.common import REPORT_TEMPLATE, read_split
 
+    from simplesafe.models.templates import record_template, recorded_template
+
     t0 = time.time()
     out = Path(out)
+    template = template or recorded_template(adapter) or REPORT_TEMPLATE
     merged = merge_adapter(base, adapter, out, mode=mode, dtype=dtype, train_dtype=train_dtype)
+    record_template(out, template)
     report: dict = {"base": base, "adapter": str(adapter), "mode": mode, "dtype": dtype, "out": str(out)}
     if compare:
         other_mode = "simple" if mode == "careful" else "careful"
@@ -181,7 +185,7 @@ def run_merge(base: str, adapter: str | Path, out: str | Path, mode: MergeMode =
         if validation is not None:
             rows = read_split([Path(validation)], ("prompt", "completion"))[:max_rows]
             tok = load_tokenizer(str(out))
-            tmpl = template or REPORT_TEMPLATE
+            tmpl = template
             ll_c = answer_log_likelihood(careful, tok, rows, tmpl)
             ll_s = answer_log_likelihood(simple, tok, rows, tmpl)
             report.update({

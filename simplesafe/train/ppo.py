@@ -31,6 +31,19 @@ Memory modes (``memory_mode``):
   a fully trained value model (the SFT trunk + a linear head), and the reward model(s) of
   the composite reward. ``bench/ppo_memory.py`` measures both.
 
+Rollouts use :func:`simplesafe.llm.sampling.sample` (the policy's own distribution at
+``temperature``, several times faster than ``generate`` on a CPU). ``precision: auto``
+runs forward and backward passes under bf16 autocast where the device has native bf16
+(GPU, or a CPU with AVX512-BF16/AMX); weights, optimizer state and log-probabilities stay
+fp32.
+
+Over-optimisation probe (``probe``): every ``probe.every`` steps the policy answers a fixed
+set of held-out questions (the same seed each time) and the answers are scored by the
+training reward and by the evaluation's held-out judges, into ``probe.jsonl``. The report
+plots them side by side per step: a training reward that keeps rising while held-out
+judges stall or fall is reward over-optimisation (Gao et al., 2022; AlpacaFarm, Dubois et
+al., 2023, Fig. 12).
+
 Outputs in ``out``: ``log.jsonl`` (one row per step: reward and every reward source, KL,
 KL coefficient, entropy, policy/value loss, clip fractions, response length),
 ``samples.jsonl`` (a few responses per step), ``curves.png`` (reward and KL),
@@ -64,6 +77,17 @@ from simplesafe.train.common import REPORT_TEMPLATE, DataConfigMixin, LoraSettin
 from simplesafe.train.rewards import RewardSource, default_sources
 
 log = logging.getLogger(__name__)
+
+
+class ProbeConfig(StageConfig):
+    """Held-out judges on fixed prompts during training (see the module docstring)."""
+
+    prompts: str | None = Field(None, description="prompt file (rows with `prompt`); none = no probe")
+    n: int = Field(16, ge=1, description="prompts used")
+    every: int = Field(4, ge=1, description="probe every N steps (and before the first and after the last)")
+    max_new_tokens: int | None = Field(None, ge=1, description="default: the rollout's max_new_tokens")
+    temperature: float = Field(0.7, ge=0)
+    judges: list[dict] = Field(default_factory=list, description="simplesafe.eval.judges.JudgeSpec entries")
 
 
 class PPOStageConfig(DataConfigMixin, StageConfig):
@@ -108,11 +132,14 @@ class PPOStageConfig(DataConfigMixin, StageConfig):
     keep_checkpoint: bool = Field(False, description="keep checkpoint/ after the run finishes")
     n_samples_logged: int = Field(2, ge=0, description="responses per step written to samples.jsonl")
     dtype: str | None = Field(None, description="model dtype; default fp32 on CPU, bf16 on a GPU")
+    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="autocast: auto = bf16 on a GPU or a "
+                                                       "bf16-capable CPU, else fp32")
+    probe: ProbeConfig = Field(default_factory=ProbeConfig, description="held-out judges on fixed prompts per step")
     seed: int = 0
 
     def fingerprint(self) -> str:
         """What a checkpoint must match to be resumed (everything that changes the numbers)."""
-        data = self.model_dump(mode="json", exclude={"out", "save_every", "keep_checkpoint", "n_samples_logged"})
+        data = self.model_dump(mode="json", exclude={"out", "save_every", "keep_checkpoint", "n_samples_logged", "probe"})
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -298,6 +325,61 @@ def response_mask(responses, eos_id: int):
     return (~after_eos).long(), is_eos.any(1)
 
 
+# ----------------------------------------------------------------------------- probe
+
+class Probe:
+    """Fixed held-out prompts answered by the policy every few steps, scored by the training reward and by
+    held-out judges; one row per (step, source) in ``probe.jsonl``."""
+
+    def __init__(self, cfg: PPOStageConfig, tokenizer, reward, budget: int, path: Path, device):
+        from simplesafe.eval.judges import JudgeSpec, build_judge
+        from simplesafe.io import read_rows
+
+        rows = []
+        for _, row in read_rows(cfg.probe.prompts):
+            if isinstance(row.get("prompt"), str) and row["prompt"].strip():
+                rows.append(row["prompt"])
+            if len(rows) >= cfg.probe.n:
+                break
+        if not rows:
+            raise DataError(cfg.probe.prompts, None, "prompt", "no probe prompts")
+        self.questions = rows
+        self.texts = [fit_prompt(q, cfg.template, tokenizer, budget) for q in rows]
+        self.cfg, self.tok, self.reward, self.path, self.device = cfg, tokenizer, reward, path, device
+        self.judges = [build_judge(JudgeSpec(**j)) for j in cfg.probe.judges]
+
+    def truncate(self, start_step: int) -> None:
+        from simplesafe.io import read_jsonl_tolerant, write_rows
+
+        if self.path.exists():
+            write_rows(self.path, [r for r in read_jsonl_tolerant(self.path) if r.get("step", 0) < start_step])
+
+    def run(self, policy, step: int) -> None:
+        import numpy as np
+        import torch
+
+        from simplesafe.io import append_jsonl
+        from simplesafe.llm.sampling import SamplingParams, sample
+
+        enc = self.tok(self.texts, return_tensors="pt", padding=True,
+                       add_special_tokens=self.cfg.template != "chat").to(self.device)
+        params = SamplingParams(max_new_tokens=self.cfg.probe.max_new_tokens or self.cfg.max_new_tokens,
+                                temperature=self.cfg.probe.temperature, top_p=0.9 if self.cfg.probe.temperature else 1.0,
+                                top_k=50)
+        with torch.no_grad():
+            out = sample(policy, enc["input_ids"], enc["attention_mask"], params, [self.tok.eos_token_id],
+                         self.tok.pad_token_id, seed=self.cfg.seed)
+        answers = [t.strip() for t in self.tok.batch_decode(out.tokens, skip_special_tokens=True)]
+        scored = self.reward.score(self.questions, answers)
+        row = {"step": step, "training_reward": float(np.mean(scored.total)),
+               **{f"training/{k}": float(np.mean(v)) for k, v in scored.parts.items()},
+               "words": float(np.mean([len(a.split()) for a in answers]))}
+        for judge in self.judges:
+            values = judge.values(self.questions, answers)
+            row[f"judge/{judge.spec.name}"] = float(np.nanmean(values)) if np.isfinite(values).any() else None
+        append_jsonl(self.path, row)
+
+
 # ----------------------------------------------------------------------------- the loop
 
 def train_ppo(cfg: PPOStageConfig, out_dir: str | Path, progress: bool = True,
@@ -311,6 +393,8 @@ def train_ppo(cfg: PPOStageConfig, out_dir: str | Path, progress: bool = True,
     from tqdm.auto import tqdm
 
     from simplesafe.io import append_jsonl, read_jsonl_tolerant, write_rows
+    from simplesafe.llm.sampling import SamplingParams, sample
+    from simplesafe.models.load import cpu_has_native_bf16
     from simplesafe.runs import set_seed
     from simplesafe.train.losses.ppo import (
         adaptive_kl_coef, clipped_policy_loss, clipped_value_loss, entropy_from_logits, gae_advantages,
@@ -369,8 +453,22 @@ def train_ppo(cfg: PPOStageConfig, out_dir: str | Path, progress: bool = True,
             torch.save(state, tmp)
 
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and (device.type == "cuda" or cpu_has_native_bf16()))
+
+    def autocast():
+        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+
+    rollout_params = SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
+                                    top_k=0)
+    probe = Probe(cfg, tokenizer, reward, max_prompt_tokens, out_dir / "probe.jsonl", device) \
+        if cfg.probe.prompts else None
+    if probe is not None:
+        probe.truncate(start_step)
     bar = tqdm(total=cfg.steps, initial=start_step, disable=not progress, desc="ppo", unit="step")
     for step in range(start_step, cfg.steps):
+        if probe is not None and step % cfg.probe.every == 0:
+            with autocast():
+                probe.run(models.policy, step)
         t0 = time.time()
         idx = batch_for_step(len(prompts), cfg.batch_size, step, cfg.seed)
         enc = tokenizer([prompt_texts[i] for i in idx], return_tensors="pt", padding=True, truncation=True,
@@ -378,11 +476,11 @@ def train_ppo(cfg: PPOStageConfig, out_dir: str | Path, progress: bool = True,
         P = enc["input_ids"].shape[1]
 
         # 1. rollout
-        with torch.no_grad():
-            seqs = models.policy.generate(
-                **enc, do_sample=True, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-                top_p=cfg.top_p, top_k=0, eos_token_id=eos, pad_token_id=pad)
-        responses = seqs[:, P:]
+        with torch.no_grad(), autocast():
+            sampled = sample(models.policy, enc["input_ids"], enc["attention_mask"], rollout_params, [eos], pad,
+                             seed=cfg.seed * 1_000_003 + step)
+        responses = sampled.tokens
+        seqs = torch.cat([enc["input_ids"], responses], dim=1)
         mask, ended = response_mask(responses, eos)
         attn = torch.cat([enc["attention_mask"], mask], dim=1)
         texts = tokenizer.batch_decode(responses * mask + pad * (1 - mask), skip_special_tokens=True)
@@ -395,7 +493,7 @@ def train_ppo(cfg: PPOStageConfig, out_dir: str | Path, progress: bool = True,
             scores = scores - cfg.missing_eos_penalty * (~ended).float()
 
         # 3. log-probs, values, reference; per-token KL-penalised rewards
-        with torch.no_grad():
+        with torch.no_grad(), autocast():
             logits, old_values = models.forward(seqs, attn, P, cfg.temperature)
             old_logp = token_logprobs(logits, responses)
             ref_logp = token_logprobs(models.reference_logits(seqs, attn, P, cfg.temperature), responses)
@@ -416,7 +514,8 @@ def train_ppo(cfg: PPOStageConfig, out_dir: str | Path, progress: bool = True,
             for s in range(0, cfg.batch_size, cfg.mini_batch_size):
                 mb = perm[s: s + cfg.mini_batch_size].to(device)
                 m = mask[mb]
-                logits, values = models.forward(seqs[mb], attn[mb], P, cfg.temperature)
+                with autocast():
+                    logits, values = models.forward(seqs[mb], attn[mb], P, cfg.temperature)
                 logp = token_logprobs(logits, responses[mb])
                 pg_loss, pg_stats = clipped_policy_loss(logp, old_logp[mb], advantages[mb], m, cfg.cliprange)
                 vf_loss, vf_stats = clipped_value_loss(values, old_values[mb], returns[mb], m, cfg.cliprange_value)
@@ -455,6 +554,9 @@ def train_ppo(cfg: PPOStageConfig, out_dir: str | Path, progress: bool = True,
         if on_step is not None:
             on_step(row)
     bar.close()
+    if probe is not None:
+        with autocast():
+            probe.run(models.policy, cfg.steps)
 
     # ---- outputs
     history = read_jsonl_tolerant(log_path)
@@ -463,6 +565,7 @@ def train_ppo(cfg: PPOStageConfig, out_dir: str | Path, progress: bool = True,
     if not cfg.keep_checkpoint:
         shutil.rmtree(out_dir / "checkpoint", ignore_errors=True)
     metrics = summarize(history, cfg, n_trainable, time.time() - t_start)
+    metrics["precision"] = "bf16" if bf16 else "fp32"
     write_json(out_dir / "metrics.json", metrics)
     return metrics
 
@@ -482,6 +585,9 @@ def save_policy(models: PPOModels, tokenizer, cfg: PPOStageConfig, out_dir: Path
     for f in tmp.iterdir():
         f.replace(out_dir / f.name)
     tmp.rmdir()
+    from simplesafe.train.sft import _record_templates
+
+    _record_templates(out_dir, cfg.template)
 
 
 def _first_last(history: list[dict], key: str, k: int) -> tuple[float | None, float | None]:

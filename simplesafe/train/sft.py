@@ -28,6 +28,7 @@ import math
 import shutil
 import time
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 
@@ -61,6 +62,8 @@ class SFTStageConfig(DataConfigMixin, StageConfig):
     method: Method = Field("full", description="full fine-tuning, lora, or qlora (NF4 base + LoRA)")
     lora: LoraSettings = Field(default_factory=LoraSettings)
     template: str = Field(REPORT_TEMPLATE, description="prompt with {question}, or 'chat' for the tokenizer's template")
+    system: str | None = Field(None, description="template chat: a system message before every question "
+                               "(none: the chat template's default)")
     prompt_field: str = Field("prompt", description="row field holding the question")
     completion_field: str = Field("completion", description="row field holding the answer")
     max_length: int = Field(512, ge=8, description="tokens per example (prompt + answer); longer ones are cut")
@@ -76,19 +79,21 @@ class SFTStageConfig(DataConfigMixin, StageConfig):
     max_train_rows: int | None = Field(None, ge=1, description="use only the first N training rows (demo, tests)")
     max_eval_rows: int | None = Field(256, ge=1, description="cap validation rows (evaluation cost)")
     gradient_checkpointing: bool = Field(False, description="GPU only; ignored on CPU")
+    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="bf16 autocast: auto = on a GPU or a "
+                                                       "bf16-capable CPU")
     merge: bool = Field(True, description="LoRA/QLoRA: also write the merged model into the output folder")
     seed: int = 0
 
 
 def tokenize_example(tokenizer, question: str, answer: str, template: str = REPORT_TEMPLATE,
-                     max_length: int | None = None) -> dict | None:
+                     max_length: int | None = None, system: str | None = None) -> dict | None:
     """``{"input_ids", "labels"}`` with -100 on every prompt position; None if no answer token fits.
 
     The prompt is encoded with the tokenizer's special tokens (BOS where it has one), the
     answer without, and EOS is appended so the model learns to stop.
     """
-    prompt = format_prompt(question, template, tokenizer)
-    completion = format_completion(question, answer, template, tokenizer)
+    prompt = format_prompt(question, template, tokenizer, system=system)
+    completion = format_completion(question, answer, template, tokenizer, system=system)
     add_special = template != "chat"  # chat templates write their own BOS text
     prompt_ids = tokenizer(prompt, add_special_tokens=add_special)["input_ids"]
     answer_ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
@@ -104,13 +109,13 @@ def tokenize_example(tokenizer, question: str, answer: str, template: str = REPO
 
 
 def tokenize_rows(tokenizer, rows: list[dict], template: str, max_length: int,
-                  prompt_field: str = "prompt", completion_field: str = "completion"):
+                  prompt_field: str = "prompt", completion_field: str = "completion", system: str | None = None):
     """A ``datasets.Dataset`` of tokenised rows and the number dropped because the prompt filled ``max_length``."""
     from datasets import Dataset
 
     out, dropped = [], 0
     for row in rows:
-        ex = tokenize_example(tokenizer, row[prompt_field], row[completion_field], template, max_length)
+        ex = tokenize_example(tokenizer, row[prompt_field], row[completion_field], template, max_length, system)
         if ex is None:
             dropped += 1
             continue
@@ -150,11 +155,11 @@ def train_sft(model_name_or_path: str, train_rows: list[dict], eval_rows: list[d
     if not train_rows:
         raise DataError(out_dir, None, None, "no training rows for SFT")
     tokenizer = load_tokenizer(model_name_or_path, padding_side="right")
-    train_ds, dropped = tokenize_rows(tokenizer, train_rows, cfg.template, cfg.max_length, pf, cf)
+    train_ds, dropped = tokenize_rows(tokenizer, train_rows, cfg.template, cfg.max_length, pf, cf, cfg.system)
     eval_ds = None
     if eval_rows:
         eval_ds, _ = tokenize_rows(tokenizer, eval_rows[: cfg.max_eval_rows] if cfg.max_eval_rows else eval_rows,
-                                   cfg.template, cfg.max_length, pf, cf)
+                                   cfg.template, cfg.max_length, pf, cf, cfg.system)
     has_eval = eval_ds is not None and len(eval_ds) > 0
     model = load_policy(model_name_or_path, cfg.method, gradient_checkpointing=cfg.gradient_checkpointing)
     ckpt_dir = out_dir / "checkpoints"
@@ -162,7 +167,7 @@ def train_sft(model_name_or_path: str, train_rows: list[dict], eval_rows: list[d
         ckpt_dir, lr=cfg.lr, epochs=cfg.epochs, batch_size=cfg.batch_size, grad_accum=cfg.grad_accum,
         seed=cfg.seed, max_steps=cfg.max_steps, eval_each_epoch=has_eval, keep_best=has_eval,
         warmup_ratio=cfg.warmup_ratio, weight_decay=cfg.weight_decay,
-        gradient_checkpointing=cfg.gradient_checkpointing, disable_tqdm=not progress,
+        gradient_checkpointing=cfg.gradient_checkpointing, disable_tqdm=not progress, precision=cfg.precision,
         optim=cfg.optim, max_length=None, dataset_kwargs={"skip_prepare_dataset": True}, packing=False,
     ))
     callbacks = []
@@ -218,12 +223,23 @@ def train_sft(model_name_or_path: str, train_rows: list[dict], eval_rows: list[d
             metrics["merged"] = "careful" if cfg.method == "qlora" else "simple"
     else:
         save_model_into(trained, tokenizer, out_dir)
+    _record_templates(out_dir, cfg.template)
     metrics["seconds"] = round(time.time() - t0, 2)
+    metrics["precision"] = "bf16" if trainer.args.bf16 else "fp32"
     metrics["train_tokens_per_second"] = round(n_tokens * metrics["epochs_run"] / max(result.metrics["train_runtime"], 1e-9), 1)
     write_json(out_dir / "metrics.json", metrics)
     shutil.rmtree(ckpt_dir, ignore_errors=True)
     trainer.accelerator.wait_for_everyone()
     return metrics
+
+
+def _record_templates(out_dir: Path, template: str) -> None:
+    """The prompt format the model learnt, next to its weights and in its adapter (eval generate reads it)."""
+    from simplesafe.models.templates import record_template
+
+    record_template(out_dir, template)
+    if (out_dir / "adapter").is_dir():
+        record_template(out_dir / "adapter", template)
 
 
 def load_sft_rows(cfg: SFTStageConfig) -> tuple[list[dict], list[dict]]:
