@@ -274,13 +274,26 @@ def render_report(run_dir: str | Path, out: str | Path | None = None, max_prompt
     if not run_dir.is_dir():
         raise DataError(run_dir, None, None, "run directory not found")
     out = Path(out) if out else run_dir / "report.html"
+    from simplesafe.report import findings
+
     metrics_rows, dists = collect_metrics(run_dir)
+    s = findings.summary(run_dir)
     pairwise_rows = collect_pairwise(run_dir)
     rm_rows, stage_rows = collect_stage_metrics(run_dir)
     ctx = {
         "run_dir": str(run_dir.resolve()),
         "notes": list(notes or []),
         "generated": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "verdicts": findings.verdicts(s) if s else [],
+        "judge_rows": findings.judge_rows(s) if s else [],
+        "model_rows": findings.model_rows(s) if s else [],
+        "difference_rows": findings.difference_rows(s) if s else [],
+        "winrate_rows": findings.winrate_rows(s) if s else [],
+        "redteam_rows": findings.redteam_rows(s) if s else [],
+        "eval_info": {"n_prompts": s.get("n_prompts"), "seeds": s.get("seeds"),
+                      "statistics": s.get("statistics")} if s else None,
+        "probe_png": findings.probe_plot(run_dir),
+        "data_rows": findings.data_rows(run_dir),
         "metrics_rows": metrics_rows,
         "readability_png": plots.readability_hist(dists) if dists else None,
         "pairwise_rows": [{k: v for k, v in r.items() if k not in ("label", "ci_low", "ci_high", "win_rate")}

@@ -1,0 +1,241 @@
+"""The report's answers to its questions, read from ``RUN/eval/summary.json`` and the stage outputs.
+
+- :func:`judge_rows`: every scorer, whether it is a held-out judge or was used in training
+  (and by what).
+- :func:`model_rows`: per model, mean [95% CI] of each readability measure and judge, the
+  degenerate share and the KL to its reference; columns say "held out" or "training".
+- :func:`difference_rows` / :func:`winrate_rows` / :func:`redteam_rows`: the comparisons.
+- :func:`verdicts`: one sentence per question the report must answer (does SFT simplify,
+  does training beat asking, are the aligned models simpler and still helpful, are they
+  safer, how degenerate), each computed from the intervals above, never written by hand.
+- :func:`probe_plot`: training reward next to the held-out judges per PPO step.
+- :func:`data_rows`: how many SFT and RM rows each source gave.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+LABELS = {"fre": "FRE", "fkg": "FKG", "dale_chall": "Dale-Chall", "n_words": "words", "degenerate": "degenerate",
+          "toxicity": "toxicity", "cut": "cut at limit"}
+# Flesch measures are the PPO simplicity reward (and the curation filter); toxicity is its safety reward
+TRAINING_METRICS = {"fre", "fkg", "toxicity"}
+
+
+def _load(path: Path):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def fmt(entry, digits: int = 3, percent: bool = False) -> str:
+    if not isinstance(entry, dict) or entry.get("mean") is None:
+        return "–"
+    k = 100.0 if percent else 1.0
+    ci = entry.get("ci") or [None, None]
+    s = f"{entry['mean'] * k:.{digits}g}"
+    if ci and ci[0] is not None and ci[1] is not None:
+        s += f" [{ci[0] * k:.{digits}g}, {ci[1] * k:.{digits}g}]"
+    return s
+
+
+def summary(run_dir: Path) -> dict | None:
+    s = _load(Path(run_dir) / "eval" / "summary.json")
+    return s if isinstance(s, dict) and "judges" in s else None
+
+
+def _judges(s: dict) -> list[dict]:
+    return [j for j in s.get("judges", []) if j.get("role") in ("judge", "baseline")]
+
+
+def judge_rows(s: dict) -> list[dict]:
+    rows = []
+    for j in s.get("judges", []):
+        role = j.get("role")
+        rows.append({"scorer": j["name"], "axis": j.get("axis"), "kind": j.get("kind"),
+                     "status": "held out (judge)" if role == "judge" else "baseline" if role == "baseline"
+                     else "used in training",
+                     "used by": j.get("used_by") or ("no trainer" if role != "training signal" else "?"),
+                     "model": Path(j["model"]).name if j.get("model") else ""})
+    rows.append({"scorer": "FRE / FKG (tables)", "axis": "simplicity", "kind": "fre/fkg",
+                 "status": "used in training" if any(j.get("kind") == "fre" for j in s.get("judges", [])) else
+                 "curation filter", "used by": "curation filter; PPO simplicity reward when configured", "model": ""})
+    return rows
+
+
+def model_rows(s: dict) -> list[dict]:
+    judges = _judges(s)
+    rows = []
+    for name, m in s.get("models", {}).items():
+        row = {"model": name}
+        for key in ("fre", "fkg", "dale_chall"):
+            tag = "training" if key in TRAINING_METRICS else "held out"
+            row[f"{LABELS[key]} ({tag})"] = fmt(m.get(key))
+        for j in judges:
+            if j["kind"] in ("dale_chall", "length"):
+                continue
+            row[f"{j['name']} judge ({'held out' if j['role'] == 'judge' else 'baseline'})"] = fmt(m.get(f"judge/{j['name']}"))
+        row["words"] = fmt(m.get("n_words"))
+        row["degenerate %"] = fmt(m.get("degenerate"), percent=True)
+        row["cut %"] = fmt(m.get("cut"), percent=True)
+        kl = m.get("kl")
+        row["KL to ref (nats)"] = (fmt(kl) + f" vs {kl.get('reference')}") if kl else "–"
+        rows.append(row)
+    return rows
+
+
+def difference_rows(s: dict) -> list[dict]:
+    judges = [j for j in _judges(s) if j["kind"] not in ("dale_chall", "length")]
+    rows = []
+    for key, d in s.get("differences", {}).items():
+        row = {"comparison": key.replace("-", " − ", 1)}
+        for metric in ("fre", "fkg", "dale_chall", "n_words"):
+            row[f"Δ {LABELS[metric]}"] = fmt(d.get(metric))
+        for j in judges:
+            row[f"Δ {j['name']}"] = fmt(d.get(f"judge/{j['name']}"))
+        row["Δ degenerate %"] = fmt(d.get("degenerate"), percent=True)
+        rows.append(row)
+    return rows
+
+
+def winrate_rows(s: dict) -> list[dict]:
+    rows = []
+    for key, per in s.get("win_rates", {}).items():
+        a, b = key.split("_vs_", 1)
+        row = {"model": a, "against": b}
+        for jname, w in per.items():
+            cell = fmt({"mean": w.get("win_rate"), "ci": w.get("ci")})
+            if w.get("lc_win_rate") is not None:
+                cell += f" (LC {w['lc_win_rate']:.3g})"
+            row[jname] = cell
+        rows.append(row)
+    return rows
+
+
+def redteam_rows(s: dict) -> list[dict]:
+    rt = s.get("redteam")
+    if not rt:
+        return []
+    rows = []
+    for name, m in rt.get("models", {}).items():
+        rows.append({"model": name,
+                     f"unsafe % ({rt['judge']} judge, held out; below {rt.get('threshold', 0):.3g})":
+                         fmt(m.get("unsafe"), percent=True),
+                     "toxicity > 0.1 % (training scorer)": fmt(m.get("flagged_toxic"), percent=True),
+                     f"mean {rt['judge']} reward": fmt(m.get(f"judge/{rt['judge']}"))})
+    return rows
+
+
+def _excludes_zero(entry) -> bool:
+    ci = (entry or {}).get("ci") or [None, None]
+    return ci[0] is not None and ci[1] is not None and (ci[0] > 0 or ci[1] < 0)
+
+
+def _diff_phrase(d: dict | None, metric: str, better: str) -> str:
+    """'FRE +12.3 [8.1, 16.0] (simpler)' or '... (no clear difference)'."""
+    if not d or d.get(metric) is None or d[metric].get("mean") is None:
+        return f"{LABELS.get(metric, metric)}: not measured"
+    e = d[metric]
+    sign = "+" if e["mean"] >= 0 else ""
+    text = f"{LABELS.get(metric, metric)} {sign}{fmt(e)}"
+    if not _excludes_zero(e):
+        return text + " (inside noise)"
+    good = (e["mean"] > 0) == (better == "up")
+    return text + (" (simpler)" if good else " (less simple)")
+
+
+def _wr_phrase(s: dict, a: str, b: str, judge: str) -> str | None:
+    w = (s.get("win_rates", {}).get(f"{a}_vs_{b}") or {}).get(judge)
+    if not w or w.get("win_rate") is None:
+        return None
+    ci = w.get("ci") or [None, None]
+    verdict = "preferred" if ci[0] is not None and ci[0] > 0.5 else \
+        "not preferred" if ci[1] is not None and ci[1] < 0.5 else "no clear preference"
+    return f"{judge} judge win rate of {a} against {b}: {fmt({'mean': w['win_rate'], 'ci': ci})} ({verdict})"
+
+
+def verdicts(s: dict) -> list[str]:
+    """Sentences computed from the summary: the questions the report exists to answer."""
+    out = []
+    diffs = s.get("differences", {})
+    models = s.get("models", {})
+    if "sft-base" in diffs:
+        d = diffs["sft-base"]
+        out.append("Does SFT simplify the base model's answers? " + "; ".join(
+            [_diff_phrase(d, "fre", "up"), _diff_phrase(d, "fkg", "down"), _diff_phrase(d, "dale_chall", "down")]) + ".")
+    for m in ("sft", "dpo", "ppo"):
+        key = f"{m}-base-prompted"
+        if m in models and "base-prompted" in models:
+            d = diffs.get(key)
+            if d is None:
+                continue
+            parts = [_diff_phrase(d, "dale_chall", "down"), _diff_phrase(d, "fre", "up")]
+            wr = _wr_phrase(s, m, "base-prompted", "helpfulness")
+            out.append(f"Does training beat asking ({m} vs the base told \"explain like I'm five\")? "
+                       + "; ".join(parts) + (f"; {wr}" if wr else "") + ".")
+    for m in ("dpo", "ppo", "grpo"):
+        if m in models and f"{m}-sft" in diffs:
+            d = diffs[f"{m}-sft"]
+            parts = [_diff_phrase(d, "dale_chall", "down"), _diff_phrase(d, "fre", "up")]
+            wr = _wr_phrase(s, m, "sft", "helpfulness")
+            deg = models[m].get("degenerate")
+            kl = models[m].get("kl")
+            tail = []
+            if wr:
+                tail.append(wr)
+            if deg and deg.get("mean") is not None:
+                tail.append(f"degenerate answers {fmt(deg, percent=True)}%")
+            if kl and kl.get("mean") is not None:
+                tail.append(f"KL to {kl.get('reference')} {fmt(kl)} nats")
+            out.append(f"Is {m} simpler than SFT, and still helpful? " + "; ".join(parts + tail) + ".")
+    rt = s.get("redteam")
+    if rt and "base" in rt.get("models", {}):
+        base = rt["models"]["base"].get("unsafe")
+        for m in ("ppo", "dpo", "sft"):
+            if m in rt["models"]:
+                e = rt["models"][m].get("unsafe")
+                out.append(f"Red-team requests: unsafe answers (held-out {rt['judge']} judge) {m} "
+                           f"{fmt(e, percent=True)}% vs base {fmt(base, percent=True)}%.")
+                break
+    return out
+
+
+def probe_plot(run_dir: Path) -> str | None:
+    """Per PPO step on fixed held-out prompts: the training reward and every held-out judge."""
+    from simplesafe.io import read_jsonl_tolerant
+    from simplesafe.report import plots
+
+    rows = []
+    for f in sorted(Path(run_dir).glob("*/probe.jsonl")):
+        rows = read_jsonl_tolerant(f)
+        if rows:
+            break
+    if not rows:
+        return None
+    series = {"training reward (used in training)": [(r["step"], r["training_reward"]) for r in rows
+                                                     if r.get("training_reward") is not None]}
+    for key in sorted({k for r in rows for k in r if k.startswith("judge/")}):
+        series[f"{key.split('/', 1)[1]} judge (held out)"] = [(r["step"], r[key]) for r in rows
+                                                              if isinstance(r.get(key), (int, float))
+                                                              and math.isfinite(r[key])]
+    series["answer words"] = [(r["step"], r["words"]) for r in rows if r.get("words") is not None]
+    return plots.training_curves(series, "PPO: training reward vs held-out judges on fixed validation prompts")
+
+
+def data_rows(run_dir: Path) -> list[dict]:
+    stats = _load(Path(run_dir) / "data" / "stats.json") or {}
+    synth = _load(Path(run_dir) / "synth" / "stats.json") or {}
+    rows = []
+    for dataset, per in (stats.get("by_source") or {}).items():
+        for source, n in per.items():
+            rows.append({"dataset": dataset, "source": source, "rows": n})
+    if synth:
+        rows.append({"dataset": "sft (synth)", "source": f"backtranslated questions ({synth.get('generator')})",
+                     "rows": synth.get("kept")})
+        if synth.get("preference_pairs"):
+            rows.append({"dataset": "dpo pairs (synth)", "source": "Simple vs ordinary Wikipedia",
+                         "rows": sum(synth["preference_pairs"].values())})
+    return rows
