@@ -140,7 +140,10 @@ def score_file(
     batch_size: int = 256,
     num_proc: int = 1,
 ) -> dict:
-    """Read rows, add score columns, write every row (format by extension)."""
+    """Read rows, add score columns, write every row (format by extension).
+
+    An input without rows is an error (exit 2 from the CLI) and nothing is written.
+    """
     from simplesafe.io import file_format, read_rows, write_rows
 
     file_format(out_path)  # fail on an unknown output type before the work
@@ -154,6 +157,8 @@ def score_file(
             raise DataError(input_path, line, text_field, f"expected a string, got {type(value).__name__}")
         rows.append(row)
         texts.append(value)
+    if not rows:  # an empty output would pass for a result downstream
+        raise DataError(input_path, None, None, "no rows to score (the file is empty)")
     scores = score_texts(texts, backend=backend, batch_size=batch_size, num_proc=num_proc, progress=True)
     for i, row in enumerate(rows):
         for col, values in scores.items():
