@@ -26,16 +26,25 @@ log = logging.getLogger(__name__)
 _SCORERS: dict[str, object] = {}
 
 
-def _scorer(backend: str | None):
-    from simplesafe.text.toxicity import DEFAULT_BACKEND, get_toxicity_scorer
+def _scorer(backend):
+    """One scorer per distinct toxicity section (``backend``: a name, a section mapping or a ToxicityConfig)."""
+    from simplesafe.text.toxicity import config_key, scorer_from_config, toxicity_config
 
-    key = backend or DEFAULT_BACKEND
+    cfg = toxicity_config(backend)
+    key = config_key(cfg)
     if key not in _SCORERS:
-        _SCORERS[key] = get_toxicity_scorer(backend) if backend else get_toxicity_scorer()
+        _SCORERS[key] = scorer_from_config(cfg)
     return _SCORERS[key]
 
 
-def _score_batch(texts: list[str], backend: str | None, toxicity: bool = True) -> dict[str, list]:
+def _plain_section(backend) -> dict:
+    """The toxicity section as a plain dict: what worker processes (datasets.map, Ray) receive."""
+    from simplesafe.text.toxicity import toxicity_config
+
+    return toxicity_config(backend).model_dump(mode="json")
+
+
+def _score_batch(texts: list[str], backend, toxicity: bool = True) -> dict[str, list]:
     from simplesafe.text.readability import readability
 
     texts = [t if isinstance(t, str) else "" for t in texts]
@@ -55,7 +64,7 @@ def _score_batch(texts: list[str], backend: str | None, toxicity: bool = True) -
     return out
 
 
-def _clean_score_batch(texts: list[str], backend: str | None, toxicity: bool = True) -> dict[str, list]:
+def _clean_score_batch(texts: list[str], backend, toxicity: bool = True) -> dict[str, list]:
     """Clean Reddit answers (edit notes flagged), then score the cleaned text."""
     from simplesafe.text.clean import clean_answer
 
@@ -73,7 +82,7 @@ def _map_fn(batch, backend=None, clean=False, toxicity=True):
 
 def score_texts(
     texts: list[str],
-    backend: str | None = None,
+    backend=None,
     batch_size: int = 256,
     num_proc: int = 1,
     parallel_min_rows: int = 20_000,
@@ -91,9 +100,12 @@ def score_texts(
     the expensive part, so the build scores it only on answers that survive the cheap
     filters). ``executor="ray"`` runs the same batch functions on Ray Data
     (:mod:`simplesafe.data.ray_executor`; ``ray_address`` None = local mode with
-    ``num_proc`` CPUs) for any input size, with the same result.
+    ``num_proc`` CPUs) for any input size, with the same result. ``backend`` is the toxicity
+    scorer: a backend name, a ``toxicity:`` section (mapping or
+    :class:`~simplesafe.text.toxicity.ToxicityConfig`), or None for the default.
     """
     texts = list(texts)
+    backend = _plain_section(backend)  # validated once; a plain dict pickles into worker processes
     if executor not in ("local", "ray"):
         raise ValueError(f"executor must be 'local' or 'ray', got {executor!r}")
     if executor == "ray":
@@ -136,7 +148,7 @@ def score_file(
     input_path: str | Path,
     text_field: str,
     out_path: str | Path,
-    backend: str | None = None,
+    backend=None,
     batch_size: int = 256,
     num_proc: int = 1,
 ) -> dict:

@@ -137,8 +137,27 @@ def match_by_instruction(a_rows: list[dict], b_rows: list[dict], path_a, path_b)
     return items, {"unmatched_a": unmatched_a, "unmatched_b": unmatched_b}
 
 
-def load_pool(pool: str | Path, extra_reward_models: list[str] | None = None) -> PoolConfig:
-    """A shipped pool by name (``length``, ``offline``) or a YAML file with ``annotators: [...]``."""
+TOXICITY_KINDS = ("safety", "composite")  # annotators that score toxicity
+
+
+def with_default_toxicity(data: dict, toxicity) -> dict:
+    """Give ``safety``/``composite`` entries without their own ``toxicity``/``backend`` the section ``toxicity``."""
+    if toxicity is None:
+        return data
+    from simplesafe.text.toxicity import toxicity_config
+
+    section = toxicity_config(toxicity).model_dump(mode="json", exclude_unset=True)
+    data = dict(data)
+    data["annotators"] = [dict(e, toxicity=section) if isinstance(e, dict) and e.get("kind") in TOXICITY_KINDS
+                          and "toxicity" not in e and "backend" not in e else e for e in data["annotators"]]
+    return data
+
+
+def load_pool(pool: str | Path, extra_reward_models: list[str] | None = None, toxicity=None) -> PoolConfig:
+    """A shipped pool by name (``length``, ``offline``) or a YAML file with ``annotators: [...]``.
+
+    ``toxicity`` (a ``toxicity:`` section) is the scorer of ``safety``/``composite`` entries that name none.
+    """
     name = str(pool)
     if name in SHIPPED_POOLS:
         data = yaml.safe_load(resources.files("simplesafe.eval").joinpath("pools", f"{name}.yaml").read_text())
@@ -157,6 +176,7 @@ def load_pool(pool: str | Path, extra_reward_models: list[str] | None = None) ->
             raise ConfigError(f"{where}: annotators[{i}] must be a mapping with a 'kind' key")
     for path in extra_reward_models or []:
         data["annotators"].append({"kind": "reward", "model": str(path), "name": f"rm_{Path(path).name}"})
+    data = with_default_toxicity(data, toxicity)
     try:
         return PoolConfig.model_validate(data)
     except ValidationError as exc:
@@ -366,9 +386,15 @@ def _json_pref(v):
 
 def run_pairwise(a_path: str | Path, b_path: str | Path, pool: str | Path | PoolConfig, out_dir: str | Path,
                  seed: int | None = None, n_boot: int = 2000, reward_models: list[str] | None = None,
-                 backend_factory: Callable | None = None) -> dict:
-    """Annotate A vs B with ``pool`` and write ``annotations.jsonl`` and ``summary.json`` into ``out_dir``."""
-    pool_cfg = pool if isinstance(pool, PoolConfig) else load_pool(pool, reward_models)
+                 backend_factory: Callable | None = None, toxicity=None) -> dict:
+    """Annotate A vs B with ``pool`` and write ``annotations.jsonl`` and ``summary.json`` into ``out_dir``.
+
+    ``toxicity``: the ``toxicity:`` section for the pool's safety/composite annotators that set none.
+    """
+    if isinstance(pool, PoolConfig):
+        pool_cfg = PoolConfig.model_validate(with_default_toxicity(pool.model_dump(), toxicity))
+    else:
+        pool_cfg = load_pool(pool, reward_models, toxicity=toxicity)
     if seed is not None:
         pool_cfg = pool_cfg.model_copy(update={"seed": seed})
     a_rows, b_rows = load_outputs(a_path), load_outputs(b_path)

@@ -32,11 +32,14 @@ from simplesafe.config import StageConfig
 from simplesafe.errors import ConfigError
 from simplesafe.llm import BackendConfig
 from simplesafe.runs import stage
+from simplesafe.text.toxicity import ToxicitySettings
 
 log = logging.getLogger(__name__)
 
 
-class EvalConfig(StageConfig):
+class EvalConfig(ToxicitySettings, StageConfig):
+    """The eval stage. ``toxicity:`` is the scorer of the metrics and of the pool's safety/composite annotators."""
+
     seeds: list[int] = Field([0, 1, 2], min_length=1, description="sampled answers per prompt (>= 3 for readability means)")
     limit: int | None = Field(None, ge=1, description="evaluate on the first N prompts only")
     max_new_tokens: int = Field(128, ge=1, description="answer length in new tokens")
@@ -47,7 +50,6 @@ class EvalConfig(StageConfig):
     pool: str = Field("offline", description="annotator pool for the pairwise comparison (name or YAML path)")
     reward_models: list[str] = Field(default_factory=list, description="reward-model folders added to the pool as annotators")
     bertscore: bool = Field(True, description="compute BERTScore against references (local MiniLM)")
-    toxicity_backend: str | None = Field(None, description="toxicity backend; none = the package default")
     n_boot: int = Field(1000, ge=10, description="bootstrap resamples")
     rubric_backend: BackendConfig | None = Field(None, description="judge for MT-bench grades; none = skip rubric")
     rubric: str = Field("mtbench", description="mtbench or lima")
@@ -83,7 +85,7 @@ def run_eval(cfg: EvalConfig, run_dir: str | Path, models: dict[str, str], promp
                                                 temperature=cfg.temperature, top_p=cfg.top_p,
                                                 batch_size=cfg.batch_size, limit=cfg.limit))
             gens[name] = out
-        mcfg = MetricsConfig(bertscore=cfg.bertscore, toxicity_backend=cfg.toxicity_backend, n_boot=cfg.n_boot)
+        mcfg = MetricsConfig(bertscore=cfg.bertscore, toxicity=cfg.toxicity, n_boot=cfg.n_boot)
         headline: dict[str, dict] = {}
         for name, g in gens.items():
             mout = edir / "metrics" / f"{_slug(name)}.json"
@@ -103,7 +105,7 @@ def run_eval(cfg: EvalConfig, run_dir: str | Path, models: dict[str, str], promp
                             s = json.loads((pdir / "summary.json").read_text())
                 else:
                     s = run_pairwise(g, gens[ref], cfg.pool, pdir, n_boot=cfg.n_boot,
-                                     reward_models=cfg.reward_models or None)
+                                     reward_models=cfg.reward_models or None, toxicity=cfg.toxicity)
                 headline[name].update(win_rate_vs_ref=s["win_rate"], win_ci=[s["ci_low"], s["ci_high"]],
                                       lc_win_rate_vs_ref=s["lc_win_rate"])
         else:
