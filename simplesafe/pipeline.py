@@ -184,12 +184,13 @@ def _data(ctx: Context) -> dict:
 
 def _backward_cfgs(ctx: Context):
     from simplesafe.synth.prompts import BACKTRANSLATE_SYSTEM
+    from simplesafe.text.prompt import REPORT_TEMPLATE
     from simplesafe.train.sft import SFTStageConfig
 
     cfg = _section(BackwardStageConfig, ctx.recipe.backward, "backward")
     # The prompt the backtranslation backend renders through the chat template:
     # "<system>\n### Human: <report prompt with the answer> ### Assistant:".
-    template = BACKTRANSLATE_SYSTEM + "\n### Human: {question} ### Assistant:"
+    template = BACKTRANSLATE_SYSTEM + "\n" + REPORT_TEMPLATE
     sft = _section(SFTStageConfig, cfg.sft, "backward.sft",
                    {"model": ctx.base_model, "template": template, "seed": ctx.recipe.seed})
     return cfg, sft

@@ -46,12 +46,13 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from simplesafe.errors import ConfigError
+from simplesafe.text.prompt import REPORT_TEMPLATE
 
 log = logging.getLogger(__name__)
 
 Verdict = float | None  # 1 first better, 2 second better, 1.5 tie, None abstain
 KINDS = ("length", "simplicity", "safety", "composite", "reward", "llm")
-TEMPLATE = "### Human: {instruction} ### Assistant: {output}"
+TEMPLATE = REPORT_TEMPLATE.replace("{question}", "{instruction}") + " {output}"  # reward annotator: prompt + answer
 
 
 class AnnotatorSpec(BaseModel):

@@ -7,7 +7,7 @@ The model is a hub id or a local folder: a full (merged) model, a base model plu
 LoRA ``adapter`` folder, or an adapter folder alone (its ``adapter_config.json`` names
 the base). Prompts are JSONL/JSON/CSV rows with ``prompt`` or ``instruction`` (and an
 optional ``id``); each is wrapped in the report's template
-``### Human: {q} ### Assistant:``.
+``### Human: {question} ### Assistant:`` (:mod:`simplesafe.text.prompt`).
 
 Resumable: every finished batch is appended to ``OUT.progress.jsonl``; a restarted run
 skips the (id, seed) pairs already there, so a killed generation continues where it
@@ -29,10 +29,10 @@ from simplesafe.atomic import write_json
 from simplesafe.config import StageConfig
 from simplesafe.errors import ConfigError, DataError
 from simplesafe.io import append_jsonl, read_jsonl_tolerant, read_rows, write_rows
+from simplesafe.text.prompt import HUMAN_TURN, REPORT_TEMPLATE, format_prompt
 
 log = logging.getLogger(__name__)
 
-TEMPLATE = "### Human: {q} ### Assistant:"
 
 
 class GenerateConfig(StageConfig):
@@ -48,7 +48,7 @@ class GenerateConfig(StageConfig):
     repetition_penalty: float = Field(1.1, gt=0.0, description="HF repetition penalty")
     batch_size: int = Field(8, ge=1, description="prompts per generate() call")
     max_prompt_tokens: int = Field(512, ge=8, description="prompts are truncated from the left to this many tokens")
-    template: str = Field(TEMPLATE, description="prompt template with {q} (or {question}), or 'chat' for the "
+    template: str = Field(REPORT_TEMPLATE, description="prompt template with {question} (or {q}), or 'chat' for the "
                           "tokenizer's chat template")
     limit: int | None = Field(None, ge=1, description="use only the first N prompts")
     dtype: str = Field("float32", description="model dtype (float32 on CPU)")
@@ -112,15 +112,6 @@ def load_generation_model(model: str, adapter: str | None, dtype: str = "float32
     return lm, tok
 
 
-def format_prompt(template: str, question: str, tok=None) -> str:
-    """The report's ``### Human: {q} ### Assistant:`` (or any {q}/{question} template), or the chat template."""
-    if template == "chat":
-        if tok is None or not getattr(tok, "chat_template", None):
-            raise ConfigError("template: chat needs a tokenizer with a chat_template")
-        return tok.apply_chat_template([{"role": "user", "content": question}], tokenize=False, add_generation_prompt=True)
-    return template.replace("{question}", question).replace("{q}", question)
-
-
 def _generate_batch(model, tok, prompts: list[str], cfg: GenerateConfig, seed: int) -> list[str]:
     import torch
 
@@ -138,7 +129,7 @@ def _generate_batch(model, tok, prompts: list[str], cfg: GenerateConfig, seed: i
     new = out[:, enc["input_ids"].shape[1]:]
     texts = tok.batch_decode(new, skip_special_tokens=True)
     # the model may start a new turn; the answer ends there
-    return [t.split("### Human:")[0].strip() for t in texts]
+    return [t.split(HUMAN_TURN)[0].strip() for t in texts]
 
 
 def _drop_torn_tail(path: Path, good_rows: list[dict]) -> None:
@@ -151,6 +142,13 @@ def _drop_torn_tail(path: Path, good_rows: list[dict]) -> None:
         write_rows(path, good_rows)
 
 
+def _older_template_spelling(params: dict | None) -> dict | None:
+    """Progress logs written when the default template said ``{q}`` resume under ``{question}``."""
+    if not params or not isinstance(params.get("template"), str):
+        return params
+    return {**params, "template": params["template"].replace("{q}", "{question}")}
+
+
 def generation_params(cfg: GenerateConfig) -> dict:
     return cfg.model_dump(include={"model", "adapter", "seeds", "max_new_tokens", "temperature", "top_p",
                                    "repetition_penalty", "max_prompt_tokens", "template", "dtype", "quantization"})
@@ -161,7 +159,7 @@ def generate_answers(cfg: GenerateConfig, progress: bool = True) -> dict:
     from tqdm import tqdm
 
     if cfg.template != "chat" and "{q}" not in cfg.template and "{question}" not in cfg.template:
-        raise ConfigError(f"template must contain {{q}} (or {{question}}) or be 'chat', got {cfg.template!r}")
+        raise ConfigError(f"template must contain {{question}} (or {{q}}) or be 'chat', got {cfg.template!r}")
     out = Path(cfg.out)
     progress_path = out.with_name(out.name + ".progress.jsonl")
     prompts = read_prompts(cfg.prompts, cfg.limit)
@@ -172,7 +170,7 @@ def generate_answers(cfg: GenerateConfig, progress: bool = True) -> dict:
     params = {**generation_params(cfg), "prompts_sha256": file_sha256(cfg.prompts)}
     done_rows = read_jsonl_tolerant(progress_path)
     _drop_torn_tail(progress_path, done_rows)
-    if done_rows and done_rows[0].get("_params") not in (None, params):
+    if done_rows and _older_template_spelling(done_rows[0].get("_params")) not in (None, params):
         raise ConfigError(f"{progress_path} was written with other generation parameters; delete it or use another `out`")
     done = {(r["id"], r["seed"]) for r in done_rows if "id" in r}
     todo = [(s, p) for s in cfg.seeds for p in prompts if (p["id"], s) not in done]
@@ -186,13 +184,13 @@ def generate_answers(cfg: GenerateConfig, progress: bool = True) -> dict:
             chunk = todo[start: start + cfg.batch_size]
             seed = chunk[0][0]
             same_seed = [c for c in chunk if c[0] == seed]  # a batch never mixes seeds
-            texts = _generate_batch(model, tok, [format_prompt(cfg.template, p["instruction"], tok) for _, p in same_seed], cfg,
+            texts = _generate_batch(model, tok, [format_prompt(p["instruction"], cfg.template, tok) for _, p in same_seed], cfg,
                                     seed=seed * 1_000_003 + start)
             for (s, p), text in zip(same_seed, texts):
                 append_jsonl(progress_path, {"id": p["id"], "seed": s, "output": text, "_params": params})
             rest = chunk[len(same_seed):]
             if rest:
-                texts = _generate_batch(model, tok, [format_prompt(cfg.template, p["instruction"], tok) for _, p in rest], cfg,
+                texts = _generate_batch(model, tok, [format_prompt(p["instruction"], cfg.template, tok) for _, p in rest], cfg,
                                         seed=rest[0][0] * 1_000_003 + start)
                 for (s, p), text in zip(rest, texts):
                     append_jsonl(progress_path, {"id": p["id"], "seed": s, "output": text, "_params": params})

@@ -3,8 +3,9 @@
 - :class:`LoraSettings` and :func:`peft_config`: LoRA (Hu et al., 2021) and QLoRA
   (Dettmers et al., 2023: NF4 base + bf16 adapters on every linear layer) through peft.
 - :func:`load_policy`: a causal LM ready for ``full``, ``lora`` or ``qlora`` training.
-- :func:`format_prompt`: the report's ``### Human: {question} ### Assistant:`` prompt, any
-  other ``{question}`` template, or the tokenizer's own chat template (``template: chat``).
+- :func:`format_prompt` and ``REPORT_TEMPLATE`` (from :mod:`simplesafe.text.prompt`): the
+  report's ``### Human: {question} ### Assistant:`` prompt, any other ``{question}``
+  template, or the tokenizer's own chat template (``template: chat``).
 - :func:`read_split`: rows of a dataset directory (``train/validation/test.jsonl``) or of
   explicit files, with the required fields checked (errors name file, line and field).
 - :func:`training_arguments`: the transformers/TRL arguments every trainer shares, set for
@@ -24,10 +25,12 @@ from pydantic import Field, field_validator
 from simplesafe.config import StageConfig
 from simplesafe.errors import ConfigError, DataError
 from simplesafe.io import read_rows, require
+from simplesafe.text.prompt import REPORT_TEMPLATE, format_prompt
+
+__all__ = ["REPORT_TEMPLATE", "format_prompt"]  # re-exported: the trainers import them from here
 
 log = logging.getLogger(__name__)
 
-REPORT_TEMPLATE = "### Human: {question} ### Assistant:"
 SPLIT_FILES = ("train", "validation", "test")
 DATA_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".parquet", ".csv", ".tsv")
 
@@ -115,24 +118,6 @@ def read_split(paths: list[Path], fields: tuple[str, ...], optional: dict | None
             out["_where"] = f"{path}:{line}"
             rows.append(out)
     return rows
-
-
-def format_prompt(question: str, template: str, tokenizer=None) -> str:
-    """The text the model sees before its answer.
-
-    ``template`` is a string with ``{question}`` (default: the report's format) or ``chat``
-    for the tokenizer's chat template with the generation prompt appended.
-    """
-    if template == "chat":
-        if tokenizer is None or not getattr(tokenizer, "chat_template", None):
-            raise ConfigError("template: chat needs a tokenizer with a chat_template; "
-                              f"use a '{{question}}' template such as '{REPORT_TEMPLATE}'")
-        return tokenizer.apply_chat_template(
-            [{"role": "user", "content": question}], tokenize=False, add_generation_prompt=True
-        )
-    if "{question}" not in template:
-        raise ConfigError(f"template must contain '{{question}}' or be 'chat', got {template!r}")
-    return template.replace("{question}", question)
 
 
 def format_completion(question: str, answer: str, template: str, tokenizer) -> str:

@@ -51,12 +51,12 @@ from pydantic import Field, model_validator
 
 from simplesafe.config import StageConfig
 from simplesafe.errors import ConfigError
+from simplesafe.text.prompt import REPORT_TEMPLATE
 from simplesafe.text.toxicity import ToxicitySettings
 
 log = logging.getLogger(__name__)
 
 SourceKind = Literal["rm", "simplicity", "safety", "length"]
-REPORT_TEMPLATE = "### Human: {question} ### Assistant:"
 
 
 class RewardSource(ToxicitySettings, StageConfig):
