@@ -57,6 +57,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -201,10 +202,7 @@ def glm_lc_win_rate(p_model, len_model, len_baseline, difficulty=None) -> tuple[
     instruction difficulty. Returns ``(lc_win_rate, fit)`` with the fitted coefficients.
     """
     import pandas as pd
-    import sklearn
-    from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
-    from sklearn.metrics import get_scorer
-    from sklearn.model_selection import GroupKFold
+    from sklearn.exceptions import ConvergenceWarning
 
     y = np.asarray(p_model, dtype=float)
     delta = np.asarray(len_baseline, dtype=float) - np.asarray(len_model, dtype=float)  # AlpacaEval: len_1 - len_2
@@ -225,7 +223,31 @@ def glm_lc_win_rate(p_model, len_model, len_baseline, difficulty=None) -> tuple[
     groups = np.concatenate([np.arange(n), np.arange(n)])
     if not (wd[yd == 1].sum() > 0 and wd[yd == 0].sum() > 0):  # only wins or only losses: no length effect to fit
         return float(y[keep].mean()), {"note": "every preference is the same; nothing to control for", "n_fit": n}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        model, c, cv_ok = _fit_glm(Xd, yd, wd, groups)
+    # liblinear stops at AlpacaEval's 100 iterations on some grid values of small, separable sets; say so, quietly
+    not_converged = sum(issubclass(w.category, ConvergenceWarning) for w in caught)
+    for w in caught:
+        if not issubclass(w.category, ConvergenceWarning):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    X_test = X.copy()
+    X_test[:, 0] = 0.0  # no length difference; each row keeps its difficulty
+    pred = model.predict_proba(X_test)[:, 1]
+    fit = dict(zip(names, (float(b) for b in model.coef_[0])), C=c, cv_folds=CV_FOLDS if cv_ok else 0,
+               n_fit=n, length_sd=None if math.isnan(sd) else float(sd), not_converged=not_converged)
+    return float(pred.mean()), fit
+
+
+def _fit_glm(Xd, yd, wd, groups):
+    """(model, C, cross-validated?) for the duplicated soft-label rows, as AlpacaEval's fit_LogisticRegressionCV."""
+    import sklearn
+    from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
+    from sklearn.metrics import get_scorer
+    from sklearn.model_selection import GroupKFold
+
     common = dict(solver="liblinear", fit_intercept=False, random_state=SEED)
+    n = len(yd) // 2
     splits = list(GroupKFold(n_splits=CV_FOLDS).split(Xd, yd, groups)) if n >= CV_FOLDS else []
     # a training fold with only wins or only losses cannot be fitted (tiny sets): then no cross-validation
     cv_ok = bool(splits) and all(wd[tr][yd[tr] == 1].sum() > 0 and wd[tr][yd[tr] == 0].sum() > 0 for tr, _ in splits)
@@ -235,17 +257,10 @@ def glm_lc_win_rate(p_model, len_model, len_baseline, difficulty=None) -> tuple[
             model = LogisticRegressionCV(Cs=10, cv=splits, scoring=scorer, l1_ratios=(1.0,),
                                          use_legacy_attributes=False, **common)
             model.fit(Xd, yd, sample_weight=wd)
-            c = float(model.C_)
-    else:
-        model = LogisticRegression(C=C_NO_CV, l1_ratio=1.0, **common)
-        model.fit(Xd, yd, sample_weight=wd)
-        c = C_NO_CV
-    X_test = X.copy()
-    X_test[:, 0] = 0.0  # no length difference; each row keeps its difficulty
-    pred = model.predict_proba(X_test)[:, 1]
-    fit = dict(zip(names, (float(b) for b in model.coef_[0])), C=c, cv_folds=CV_FOLDS if cv_ok else 0,
-               n_fit=n, length_sd=None if math.isnan(sd) else float(sd))
-    return float(pred.mean()), fit
+            return model, float(model.C_), True
+    model = LogisticRegression(C=C_NO_CV, l1_ratio=1.0, **common)
+    model.fit(Xd, yd, sample_weight=wd)
+    return model, C_NO_CV, False
 
 
 # ---------------------------------------------------------------- the command
