@@ -64,7 +64,7 @@ from pydantic import Field, model_validator
 from simplesafe.config import StageConfig
 from simplesafe.errors import ConfigError
 from simplesafe.runs import stage
-from simplesafe.text.toxicity import ToxicitySettings
+from simplesafe.text.toxicity_section import ToxicitySettings
 
 log = logging.getLogger(__name__)
 

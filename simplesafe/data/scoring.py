@@ -28,7 +28,7 @@ _SCORERS: dict[str, object] = {}
 
 def _scorer(backend):
     """One scorer per distinct toxicity section (``backend``: a name, a section mapping or a ToxicityConfig)."""
-    from simplesafe.text.toxicity import config_key, scorer_from_config, toxicity_config
+    from simplesafe.text.toxicity_section import config_key, scorer_from_config, toxicity_config
 
     cfg = toxicity_config(backend)
     key = config_key(cfg)
@@ -39,7 +39,7 @@ def _scorer(backend):
 
 def _plain_section(backend) -> dict:
     """The toxicity section as a plain dict: what worker processes (datasets.map, Ray) receive."""
-    from simplesafe.text.toxicity import toxicity_config
+    from simplesafe.text.toxicity_section import toxicity_config
 
     return toxicity_config(backend).model_dump(mode="json")
 
@@ -102,7 +102,7 @@ def score_texts(
     (:mod:`simplesafe.data.ray_executor`; ``ray_address`` None = local mode with
     ``num_proc`` CPUs) for any input size, with the same result. ``backend`` is the toxicity
     scorer: a backend name, a ``toxicity:`` section (mapping or
-    :class:`~simplesafe.text.toxicity.ToxicityConfig`), or None for the default.
+    :class:`~simplesafe.text.toxicity_section.ToxicityConfig`), or None for the default.
     """
     texts = list(texts)
     backend = _plain_section(backend)  # validated once; a plain dict pickles into worker processes

@@ -14,7 +14,7 @@ Kinds (the ``kind`` key of a pool entry):
 - ``safety``: the less toxic output wins (``simplesafe.text.toxicity``, max over labels);
   differences below ``margin`` (default 0.05) are ties, since the scorer is not that precise.
   The scorer is the entry's ``toxicity:`` section (a backend name or
-  :class:`~simplesafe.text.toxicity.ToxicityConfig` keys; ``backend: NAME`` is the older
+  :class:`~simplesafe.text.toxicity_section.ToxicityConfig` keys; ``backend: NAME`` is the older
   spelling); an entry without one takes the eval stage's ``toxicity:``.
 - ``composite``: the training composite reward
   (:class:`simplesafe.train.rewards.CompositeReward`, default sources simplicity +
@@ -168,7 +168,7 @@ class SimplicityAnnotator(ScoreAnnotator):
 class SafetyAnnotator(ScoreAnnotator):
     def __init__(self, name, backend: str | None = None, margin: float = 0.05, toxicity=None, **kw):
         super().__init__(name, **kw)
-        from simplesafe.text.toxicity import scorer_from_config, toxicity_config
+        from simplesafe.text.toxicity_section import scorer_from_config, toxicity_config
 
         cfg = toxicity_config(toxicity, backend, where=f"annotator '{name}': toxicity")
         self.scorer = scorer_from_config(cfg)
@@ -193,7 +193,7 @@ class CompositeAnnotator(ScoreAnnotator):
                  toxicity=None, **kw):
         super().__init__(name, **kw)
         self.margin = margin
-        from simplesafe.text.toxicity import toxicity_config
+        from simplesafe.text.toxicity_section import toxicity_config
 
         tox = toxicity_config(toxicity, backend, where=f"annotator '{name}': toxicity")
         try:
@@ -201,7 +201,7 @@ class CompositeAnnotator(ScoreAnnotator):
         except ImportError as exc:
             log.warning("composite annotator: simplesafe.train.rewards is not importable (%s); "
                         "scoring simplicity + safety directly", exc)
-            from simplesafe.text.toxicity import scorer_from_config
+            from simplesafe.text.toxicity_section import scorer_from_config
 
             self.reward = None
             self.scorer = scorer_from_config(tox)

@@ -30,7 +30,7 @@ from simplesafe.atomic import write_json
 from simplesafe.config import StageConfig
 from simplesafe.errors import DataError
 from simplesafe.io import read_rows, require, write_rows
-from simplesafe.text.toxicity import ToxicitySettings
+from simplesafe.text.toxicity_section import ToxicitySettings
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ def load_references(path: str | Path) -> tuple[dict[str, str], dict[str, str]]:
 def score_answers(rows: list[dict], cfg: MetricsConfig) -> list[dict]:
     """Add every per-answer metric to copies of ``rows`` (which need ``output``)."""
     from simplesafe.text.readability import flesch_kincaid_grade, flesch_reading_ease, word_count
-    from simplesafe.text.toxicity import scorer_from_config
+    from simplesafe.text.toxicity_section import scorer_from_config
 
     outputs = [r["output"] for r in rows]
     scored = [dict(r) for r in rows]

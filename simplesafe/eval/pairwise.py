@@ -115,7 +115,7 @@ def with_default_toxicity(data: dict, toxicity) -> dict:
     """Give ``safety``/``composite`` entries without their own ``toxicity``/``backend`` the section ``toxicity``."""
     if toxicity is None:
         return data
-    from simplesafe.text.toxicity import toxicity_config
+    from simplesafe.text.toxicity_section import toxicity_config
 
     section = toxicity_config(toxicity).model_dump(mode="json", exclude_unset=True)
     data = dict(data)

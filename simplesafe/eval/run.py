@@ -32,7 +32,7 @@ from simplesafe.config import StageConfig
 from simplesafe.errors import ConfigError
 from simplesafe.llm import BackendConfig
 from simplesafe.runs import stage
-from simplesafe.text.toxicity import ToxicitySettings
+from simplesafe.text.toxicity_section import ToxicitySettings
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ with sources (``kind``):
   An empty answer scores 0. Very short answers read as "simple", so pair this source with
   ``length`` (or an RM) to keep a policy from learning to say one word.
 - ``safety``: ``1 - toxicity`` from the scorer of the source's ``toxicity:`` section
-  (:class:`simplesafe.text.toxicity.ToxicityConfig`; e.g. ``{kind: safety, toxicity: {backend: detoxify,
+  (:class:`simplesafe.text.toxicity_section.ToxicityConfig`; e.g. ``{kind: safety, toxicity: {backend: detoxify,
   checkpoint: ..., config_path: ...}}``).
 - ``length``: a penalty in [-1, 0] for words outside ``[min_words, max_words]``::
 
@@ -52,7 +52,7 @@ from pydantic import Field, model_validator
 from simplesafe.config import StageConfig
 from simplesafe.errors import ConfigError
 from simplesafe.text.prompt import REPORT_TEMPLATE
-from simplesafe.text.toxicity import ToxicitySettings
+from simplesafe.text.toxicity_section import ToxicitySettings
 
 log = logging.getLogger(__name__)
 
@@ -251,7 +251,7 @@ class CompositeReward:
             if src.kind == "rm":
                 self._scorers[key] = _rm_scorer(src)
             elif src.kind == "safety":
-                from simplesafe.text.toxicity import scorer_from_config
+                from simplesafe.text.toxicity_section import scorer_from_config
 
                 self._scorers[key] = scorer_from_config(src.toxicity)
         return self._scorers.get(key)
