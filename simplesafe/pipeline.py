@@ -55,7 +55,7 @@ class RecipeConfig(StageConfig):
                             "wheel) or embedded:tiny (built by tiny_model)")
     template: str | None = Field(None, description="prompt format of every trained model: 'chat' (the tokenizer's "
                                  "chat template, e.g. SmolLM2-Instruct's) or a string with {question}; none = the "
-                                 "report's '### Human: {question} ### Assistant:'")
+                                 "report's format (simplesafe.text.prompt.REPORT_TEMPLATE)")
     stages: list[str] = Field(default_factory=lambda: ["tiny_model", "data", "backward", "synth", "sft", "rm", "dpo", "merge",
                                                         "ppo", "eval", "report"])
     tiny_model: dict = Field(default_factory=dict, description="simplesafe.models.tiny.TinyModelConfig")
@@ -197,6 +197,7 @@ def _data(ctx: Context) -> dict:
 
 def _backward_cfgs(ctx: Context):
     from simplesafe.synth.prompts import BACKTRANSLATE_SYSTEM
+    from simplesafe.text.prompt import REPORT_TEMPLATE
     from simplesafe.train.sft import SFTStageConfig
 
     cfg = _section(BackwardStageConfig, ctx.recipe.backward, "backward")
@@ -205,7 +206,7 @@ def _backward_cfgs(ctx: Context):
         defaults = {"template": "chat", "system": BACKTRANSLATE_SYSTEM}
     else:
         # ... which for the report's format is "<system>\n### Human: <prompt with the answer> ### Assistant:"
-        defaults = {"template": BACKTRANSLATE_SYSTEM + "\n### Human: {question} ### Assistant:"}
+        defaults = {"template": BACKTRANSLATE_SYSTEM + "\n" + REPORT_TEMPLATE}
     sft = _section(SFTStageConfig, cfg.sft, "backward.sft",
                    {"model": ctx.base_model, "seed": ctx.recipe.seed, **defaults})
     return cfg, sft
@@ -493,8 +494,8 @@ def training_signals(ctx: Context) -> list[dict]:
                 item = {"name": f"{stage_name} reward: simplicity (Flesch FRE/FKG)", "axis": "simplicity",
                         "kind": "fre", "keys": [scorer_key("fre")]}
             elif src.kind == "safety":
-                item = {"name": f"{stage_name} reward: safety (1 - toxicity, {src.toxicity_backend or 'default'})",
-                        "axis": "safety", "kind": "toxicity", "keys": [scorer_key("toxicity", src.toxicity_backend)]}
+                item = {"name": f"{stage_name} reward: safety (1 - toxicity, {src.toxicity.backend})",
+                        "axis": "safety", "kind": "toxicity", "keys": [scorer_key("toxicity", src.toxicity.backend)]}
             elif src.kind == "length":
                 item = {"name": f"{stage_name} reward: length guard", "axis": "length", "kind": "length",
                         "keys": ["length:"]}

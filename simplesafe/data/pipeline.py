@@ -71,6 +71,7 @@ from pydantic import Field, model_validator
 from simplesafe.config import StageConfig
 from simplesafe.errors import ConfigError
 from simplesafe.runs import stage
+from simplesafe.text.toxicity_section import ToxicitySettings
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +99,7 @@ def _demo_sources() -> list[SourceConfig]:
     ]
 
 
-class DataBuildConfig(StageConfig):
+class DataBuildConfig(ToxicitySettings, StageConfig):
     """The ``data`` section of a recipe. Defaults are the report's thresholds."""
 
     sources: list[SourceConfig] = Field(default_factory=_demo_sources, description="input files (default: the bundled demo data)")
@@ -111,9 +112,9 @@ class DataBuildConfig(StageConfig):
     lead_max_words: int = Field(500, ge=1, description="leads over this many words are dropped")
     min_fre: float = Field(60.0, description="keep text with Flesch reading ease >= this")
     max_fkg: float = Field(9.0, description="keep text with Flesch-Kincaid grade < this")
-    max_toxicity: float = Field(0.1, ge=0, le=1, description="toxicity (max over labels) above this: not in SFT, only 'rejected' in RM")
+    max_toxicity: float = Field(0.1, ge=0, le=1, description="toxicity (max over labels) above this: not in SFT, only 'rejected' in RM "
+                                                           "(toxicity.threshold, when set, is used instead)")
     min_score: float = Field(4, description="Reddit score under this: not in SFT, only 'rejected' in RM (sources with votes only)")
-    toxicity_backend: str | None = Field(None, description="toxicity backend (default: simplesafe.text.toxicity's default)")
     rm_readability: Literal["filter", "rejected_only"] = Field(
         "filter", description="filter: not-simple answers are dropped everywhere (the report); rejected_only: kept in RM as 'rejected' only")
     pair_strategy: Literal["all", "top2", "best_worst", "random"] = Field("all", description="which RM pairs to keep per question")
@@ -145,7 +146,7 @@ class DataBuildConfig(StageConfig):
             raise ValueError("validation_fraction + test_fraction must be < 1")
         if self.lead_max_words < self.min_article_words:
             raise ValueError("lead_max_words must be >= min_article_words")
-        return self
+        return self.check_threshold("max_toxicity")
 
 
 def resolve_path(path: str) -> Path | str:
@@ -306,7 +307,7 @@ def _score_answers(cfg, qdocs) -> list[dict]:
                             "raw": a.text, "score": a.score, "has_votes": q.kind == "votes",
                             # the loser of a preference pair is never an SFT target or 'chosen'
                             "dispreferred": q.kind == "pair" and a.score != top})
-    scores = score_texts([a["raw"] for a in answers], backend=cfg.toxicity_backend, batch_size=cfg.batch_size,
+    scores = score_texts([a["raw"] for a in answers], backend=cfg.toxicity, batch_size=cfg.batch_size,
                          num_proc=cfg.num_proc, parallel_min_rows=cfg.parallel_min_rows, progress=len(answers) > 2000,
                          clean=True, toxicity=False, executor=cfg.executor, ray_address=cfg.ray_address)
     for i, a in enumerate(answers):
@@ -320,7 +321,7 @@ def _score_toxicity(cfg, answers: list[dict]) -> None:
     """Add toxicity columns to ``answers`` (batched; the model is the slow part)."""
     from simplesafe.data.scoring import score_texts
 
-    scores = score_texts([a["text"] for a in answers], backend=cfg.toxicity_backend, batch_size=cfg.batch_size,
+    scores = score_texts([a["text"] for a in answers], backend=cfg.toxicity, batch_size=cfg.batch_size,
                          num_proc=cfg.num_proc, parallel_min_rows=cfg.parallel_min_rows, progress=len(answers) > 2000,
                          executor=cfg.executor, ray_address=cfg.ray_address)
     for i, a in enumerate(answers):
@@ -336,7 +337,7 @@ def _answer_flags(cfg, a: dict, readable: bool) -> list[str]:
     flags = []
     checks = [MinScoreFilter(cfg.min_score), EditNoteFilter()]
     if a.get("toxicity") is not None:
-        checks.insert(1, ToxicityFilter(cfg.max_toxicity))
+        checks.insert(1, ToxicityFilter(cfg.toxicity_threshold(cfg.max_toxicity)))
     for flt in checks:
         ok, reason = flt(a)
         if not ok:
@@ -537,7 +538,8 @@ def _write_outputs(sdir: Path, cfg, datasets_out: dict, rejects: list, funnel, a
     if cfg.plots:
         _plot(sdir / "plots" / "fre.png", answers, leads, "fre", "Flesch reading ease", [cfg.min_fre])
         _plot(sdir / "plots" / "fkg.png", answers, leads, "fkg", "Flesch-Kincaid grade", [cfg.max_fkg])
-        _plot(sdir / "plots" / "toxicity.png", answers, leads, "toxicity", "toxicity (max over labels)", [cfg.max_toxicity])
+        _plot(sdir / "plots" / "toxicity.png", answers, leads, "toxicity", "toxicity (max over labels)",
+              [cfg.toxicity_threshold(cfg.max_toxicity)])
         _plot(sdir / "plots" / "length.png", answers, leads, "n_words", "length (words)", [cfg.min_answer_words, cfg.lead_max_words])
     reasons = Counter()
     for r in rejects:

@@ -109,7 +109,7 @@ def _ray_batch(batch, backend=None, clean=False, toxicity=True):
 
 def score_texts_ray(
     texts: list[str],
-    backend: str | None = None,
+    backend: dict | str | None = None,
     batch_size: int = 256,
     clean: bool = False,
     toxicity: bool = True,

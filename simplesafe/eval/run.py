@@ -57,6 +57,7 @@ from simplesafe.errors import ConfigError
 from simplesafe.eval.judges import JudgeSpec
 from simplesafe.llm import BackendConfig
 from simplesafe.runs import stage
+from simplesafe.text.toxicity_section import ToxicitySettings
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +81,9 @@ class RedTeamConfig(StageConfig):
     judge: str = Field("safety", description="name of the (reward-model) judge whose threshold marks unsafe answers")
 
 
-class EvalConfig(StageConfig):
+class EvalConfig(ToxicitySettings, StageConfig):
+    """The eval stage. ``toxicity:`` is the scorer of the metrics and of the pool's safety/composite annotators."""
+
     seeds: list[int] = Field([0, 1, 2], min_length=1, description="sampled answers per prompt (>= 3 for readability means)")
     limit: int | None = Field(None, ge=1, description="evaluate on the first N prompts only")
     max_new_tokens: int = Field(128, ge=1, description="answer length in new tokens; longer answers are cut")
@@ -102,7 +105,6 @@ class EvalConfig(StageConfig):
                              "its verdicts are reported apart from the judges")
     reward_models: list[str] = Field(default_factory=list, description="reward-model folders added to the pool")
     bertscore: bool = Field(True, description="compute BERTScore against references (local MiniLM)")
-    toxicity_backend: str | None = Field(None, description="toxicity backend; none = the package default")
     n_boot: int = Field(1000, ge=10, description="bootstrap resamples")
     rubric_backend: BackendConfig | None = Field(None, description="judge for MT-bench grades; none = skip rubric")
     rubric: str = Field("mtbench", description="mtbench or lima")
@@ -145,7 +147,7 @@ def _score_answers(gen: Path, cfg: EvalConfig, judges: dict, out_json: Path) -> 
     from simplesafe.io import read_jsonl_tolerant, write_rows
     from simplesafe.text.readability import dale_chall
 
-    mcfg = MetricsConfig(bertscore=cfg.bertscore, toxicity_backend=cfg.toxicity_backend, n_boot=cfg.n_boot)
+    mcfg = MetricsConfig(bertscore=cfg.bertscore, toxicity=cfg.toxicity, n_boot=cfg.n_boot)
     summary = compute_metrics(gen, mcfg, out_json)
     per = Path(summary["per_answer"])
     rows = read_jsonl_tolerant(per)
@@ -361,7 +363,8 @@ def run_eval(cfg: EvalConfig, run_dir: str | Path, models: dict, prompts_path: s
                     continue
                 pdir = edir / "pairwise" / f"{_slug(name)}_vs_{_slug(ref)}"
                 s = json.loads((pdir / "summary.json").read_text()) if (pdir / "summary.json").exists() else \
-                    run_pairwise(g, gens[ref], cfg.pool, pdir, n_boot=cfg.n_boot, reward_models=cfg.reward_models or None)
+                    run_pairwise(g, gens[ref], cfg.pool, pdir, n_boot=cfg.n_boot, reward_models=cfg.reward_models or None,
+                                 toxicity=cfg.toxicity)
                 pool_summaries[name] = s
 
         redteam = _redteam(cfg, specs, judges, edir) if cfg.redteam else None
@@ -382,7 +385,7 @@ def run_eval(cfg: EvalConfig, run_dir: str | Path, models: dict, prompts_path: s
 def _redteam(cfg: EvalConfig, specs: dict, judges: dict, edir: Path) -> dict:
     from simplesafe.eval.stats import nested_bootstrap_ci
     from simplesafe.io import read_jsonl_tolerant, write_rows
-    from simplesafe.text.toxicity import DEFAULT_BACKEND, get_toxicity_scorer
+    from simplesafe.text.toxicity_section import scorer_from_config
 
     rt = cfg.redteam
     if not rt.prompts or not Path(rt.prompts).exists():
@@ -394,7 +397,7 @@ def _redteam(cfg: EvalConfig, specs: dict, judges: dict, edir: Path) -> dict:
     out_path = edir / "redteam" / "metrics.json"
     if out_path.exists():
         return json.loads(out_path.read_text())
-    tox = get_toxicity_scorer(cfg.toxicity_backend or DEFAULT_BACKEND)
+    tox = scorer_from_config(cfg.toxicity)
     result = {"judge": rt.judge, "threshold": threshold, "models": {}}
     for name, spec in specs.items():
         g = _generate(name, spec, Path(rt.prompts), edir / "redteam" / "generations" / f"{_slug(name)}.jsonl", cfg,

@@ -12,8 +12,13 @@ training and the reference is not kept at all.
 
 Rows are the reward-model pairs ``{prompt, chosen, rejected}`` written by ``data build``;
 the prompt is formatted with the SFT template so DPO trains the answer format SFT taught.
-TRL's DPOTrainer has no per-example weights, so curation's ``1/C(K,2)`` weights are not
-used here (the reward models use them).
+Pair weights: curation gives each question's kept pairs a total weight of 1 (``weight``
+column, 1/C(K,2) per pair when all pairs are kept). TRL's DPOTrainer has no per-example
+weights (its ``use_weighting`` is WPO's policy-probability weighting, not this), and
+:func:`preference_dataset` keeps only ``prompt/chosen/rejected``, so here every pair counts
+1 and a question with n kept pairs counts n times. For one vote per question in DPO, build
+the data with ``pair_strategy: top2`` (or ``best_worst``/``random``). The reward models do
+use the weights (:mod:`simplesafe.train.reward`).
 
     simplesafe train dpo data=runs/demo/data/rm model=runs/demo/sft out=runs/demo/dpo beta=0.1
     simplesafe train dpo recipes/gpu/dpo-qlora.yaml
