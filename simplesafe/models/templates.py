@@ -42,7 +42,7 @@ def recorded_template(model: str | Path) -> str | None:
 
 
 def default_template(tokenizer) -> str:
-    from simplesafe.train.common import REPORT_TEMPLATE
+    from simplesafe.text.prompt import REPORT_TEMPLATE
 
     return "chat" if getattr(tokenizer, "chat_template", None) else REPORT_TEMPLATE
 

@@ -98,7 +98,10 @@ def test_progress_written_under_the_older_q_template_still_resumes(prompts, tmp_
     from simplesafe.runs import file_sha256
 
     out = tmp_path / "gen.jsonl"
-    cfg = GenerateConfig(model="no-model-needed", prompts=str(prompts), out=str(out), seeds=[0], generator="g")
+    from simplesafe.text.prompt import REPORT_TEMPLATE
+
+    cfg = GenerateConfig(model="no-model-needed", prompts=str(prompts), out=str(out), seeds=[0], generator="g",
+                         template=REPORT_TEMPLATE)
     params = {**gen_mod.generation_params(cfg), "prompts_sha256": file_sha256(prompts)}
     old = {**params, "template": params["template"].replace("{question}", "{q}")}
     assert old != params

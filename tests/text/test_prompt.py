@@ -30,7 +30,11 @@ def test_training_and_evaluation_share_one_format_prompt():
     from simplesafe.eval.annotators import TEMPLATE
 
     assert generate.format_prompt is common.format_prompt is format_prompt
-    assert common.REPORT_TEMPLATE == rewards.REPORT_TEMPLATE == generate.GenerateConfig.model_fields["template"].default
+    from simplesafe.models.templates import default_template
+
+    # eval generate's default: the template the model recorded, else chat for instruct models, else the report's
+    assert generate.GenerateConfig.model_fields["template"].default is None
+    assert common.REPORT_TEMPLATE == rewards.REPORT_TEMPLATE == default_template(type("Tok", (), {"chat_template": None}))
     assert TEMPLATE.format(instruction="Why?", output="Because.") == format_prompt("Why?") + " Because."
 
 
