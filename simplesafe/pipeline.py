@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from simplesafe.atomic import write_json
 from simplesafe.config import StageConfig, deep_merge, dump_config, load_config, validate
@@ -59,7 +59,7 @@ class RecipeConfig(StageConfig):
     stages: list[str] = Field(default_factory=lambda: ["tiny_model", "data", "backward", "synth", "sft", "rm", "dpo", "merge",
                                                         "ppo", "eval", "report"])
     tiny_model: dict = Field(default_factory=dict, description="simplesafe.models.tiny.TinyModelConfig")
-    data: dict = Field(default_factory=dict, description="simplesafe.data.pipeline.DataBuildConfig")
+    data: dict = Field(default_factory=dict, description="simplesafe.data.config.DataBuildConfig")
     backward: dict = Field(default_factory=dict, description="BackwardStageConfig (Humpback backward model)")
     synth: dict = Field(default_factory=dict, description="simplesafe.synth.backtranslate.BacktranslateConfig")
     sft: dict = Field(default_factory=dict, description="simplesafe.train.sft.SFTStageConfig")
@@ -179,14 +179,14 @@ def _tiny_model(ctx: Context) -> dict:
 
 
 def _data_cfg(ctx: Context):
-    from simplesafe.data.pipeline import DataBuildConfig
+    from simplesafe.data.config import DataBuildConfig
 
     return _section(DataBuildConfig, ctx.recipe.data, "data", {"seed": ctx.recipe.seed})
 
 
 @register("data")
 def _data(ctx: Context) -> dict:
-    from simplesafe.data.pipeline import build_datasets, print_funnel
+    from simplesafe.data.build import build_datasets, print_funnel
 
     headline = build_datasets(_data_cfg(ctx), ctx.path("data"), force=ctx.force)
     stats_path = ctx.path("data", "stats.json")
@@ -218,7 +218,8 @@ def _backward(ctx: Context) -> dict:
     import random
 
     from simplesafe.data.filters import Funnel
-    from simplesafe.data.pipeline import _load_questions, assign_split
+    from simplesafe.data.config import assign_split
+    from simplesafe.data.qa import load_questions
     from simplesafe.runs import stage
     from simplesafe.synth.prompts import BACKTRANSLATE_PROMPT
     from simplesafe.text.clean import clean_question, clean_reddit_text
@@ -231,7 +232,7 @@ def _backward(ctx: Context) -> dict:
         if st.skipped:
             return json.loads((st.dir / "metrics.json").read_text())
         pairs = []
-        for q in _load_questions(dcfg, [], Funnel()):
+        for q in load_questions(dcfg, [], Funnel()):
             split = q.split or assign_split(q.id, dcfg.seed, dcfg.validation_fraction, dcfg.test_fraction)
             if split != "train" or not q.answers:
                 continue  # validation/test questions never reach any model
@@ -608,8 +609,9 @@ def _eval(ctx: Context) -> dict:
                     continue  # one question asked twice (two files) counts once
                 seen.add(row["prompt"])
                 n += 1
+                ref = row.get("completion") or row.get("reference")  # SFT answer, or the RL row's preferred answer
                 rows.append({"id": f"{p.parent.name}/{row.get('id', i)}", "prompt": row["prompt"],
-                             **({"reference": row["completion"]} if row.get("completion") else {}),
+                             **({"reference": ref} if isinstance(ref, str) and ref.strip() else {}),
                              "source": row.get("source", p.parent.name)})
         if not rows:
             raise ConfigError("eval: no held-out prompts found (check eval.prompts)")
@@ -668,7 +670,7 @@ def _summary(ctx: Context, results: dict) -> None:
         accs = ", ".join(f"{k} {v.get('validation_accuracy', float('nan')):.2f}" for k, v in results["rm"].items())
         lines.append(f"reward-model validation accuracy: {accs}")
     if "eval" in results and isinstance(results["eval"], dict):
-        from simplesafe.commands.common import print_table
+        from simplesafe.tables import print_table
 
         def cell(e):
             if not isinstance(e, dict) or e.get("mean") is None:
@@ -733,7 +735,7 @@ def run_pipeline(recipe_path: Path, overrides: list[str], run_dir: Path | None =
     write_json(timings_path, final)
     if "report" in recipe.stages:  # re-render so the report shows the final timing table
         results["report"] = STAGES["report"](ctx)
-    from simplesafe.commands.common import print_table
+    from simplesafe.tables import print_table
 
     print()
     print_table(final, title=f"Stage timings (this invocation) for {rdir}")

@@ -6,12 +6,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
 
-from simplesafe.commands.common import OVERRIDES, print_table, split_config_and_overrides, stage_config
+from simplesafe.commands.common import OVERRIDES, split_config_and_overrides, stage_config
+from simplesafe.tables import print_table
 
 app = typer.Typer(help="Evaluate: generate answers, metrics, pairwise win rates, rubric judges, leaderboard tasks.", no_args_is_help=True)
 

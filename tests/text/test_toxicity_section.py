@@ -11,7 +11,7 @@ from simplesafe.text.toxicity_section import ToxicityConfig, scorer_from_config
 
 
 def _stage_configs():
-    from simplesafe.data.pipeline import DataBuildConfig
+    from simplesafe.data.config import DataBuildConfig
     from simplesafe.eval.metrics import MetricsConfig
     from simplesafe.eval.run import EvalConfig
     from simplesafe.train.rewards import RewardSource
@@ -90,7 +90,7 @@ def test_detoxify_section_builds_the_scorer_with_model_type(fake_detoxify):
 
 def test_section_threshold_replaces_the_stage_threshold_and_conflicts_are_errors():
     from simplesafe.config import validate
-    from simplesafe.data.pipeline import DataBuildConfig
+    from simplesafe.data.config import DataBuildConfig
     from simplesafe.eval.metrics import MetricsConfig
 
     assert validate(DataBuildConfig, {}).toxicity_threshold(0.1) == 0.1

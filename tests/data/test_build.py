@@ -6,7 +6,9 @@ import json
 
 import pytest
 
-from simplesafe.data.pipeline import DataBuildConfig, SourceConfig, build_datasets, build_lead
+from simplesafe.data.build import build_datasets
+from simplesafe.data.config import DataBuildConfig, SourceConfig
+from simplesafe.data.wiki import build_lead
 from simplesafe.errors import ConfigError, DataError
 
 SIMPLE = [
@@ -155,9 +157,9 @@ def test_stats_plots_and_load_dataset(built):
 
 def test_rerun_is_skipped(built, monkeypatch):
     cfg, out, headline = built
-    import simplesafe.data.pipeline as pl
+    import simplesafe.data.build as pl
 
-    monkeypatch.setattr(pl, "_build_qa", lambda *a, **k: (_ for _ in ()).throw(AssertionError("re-ran")))
+    monkeypatch.setattr(pl, "build_qa", lambda *a, **k: (_ for _ in ()).throw(AssertionError("re-ran")))
     assert build_datasets(cfg, out) == headline
 
 
@@ -223,7 +225,7 @@ def test_duplicate_question_keeps_the_evaluation_copy(tmp_path):
 
 
 def test_interrupted_build_leaves_no_done_marker_and_reruns(tmp_path, monkeypatch):
-    import simplesafe.data.pipeline as pl
+    import simplesafe.data.build as pl
 
     rows = [eli5_row("a", "Why do cats purr?", [(SIMPLE[1], 10)])]
     qa = tmp_path / "qa.jsonl"
