@@ -96,7 +96,7 @@ def kl_estimate(model_spec: dict, ref_spec: dict, rows: list[dict], template: st
     for key, spec in (("model", model_spec), ("ref", ref_spec)):
         lm, tok = load_generation_model(spec["model"], None, dtype="auto")
         tmpl = resolve_template(template, spec["model"], tok)
-        prompts = [format_prompt(tmpl, spec["prefix"] + r["instruction"], tok) for r in rows]
+        prompts = [format_prompt(spec["prefix"] + r["instruction"], tmpl, tok) for r in rows]
         sums[key] = answer_logprobs(lm, tok, prompts, [r["output"] for r in rows], add_special_tokens=tmpl != "chat",
                                     batch_size=batch_size)
         del lm
