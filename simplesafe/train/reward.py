@@ -380,6 +380,14 @@ def _evaluate(model, loader, accelerator) -> dict:
             "threshold": separating_threshold(c.cpu().numpy(), r.cpu().numpy())}
 
 
+def length_baseline_accuracy(rows: list[dict]) -> float:
+    """Share of pairs whose chosen answer is the longer one (in words; equal length counts half): what a
+    reward model must beat to show it learnt more than length."""
+    scores = [1.0 if len(r["chosen"].split()) > len(r["rejected"].split()) else
+              0.5 if len(r["chosen"].split()) == len(r["rejected"].split()) else 0.0 for r in rows]
+    return float(np.mean(scores)) if scores else float("nan")
+
+
 def separating_threshold(chosen: np.ndarray, rejected: np.ndarray) -> float:
     """The reward that best separates single responses: chosen ones above, rejected ones below.
 
@@ -495,6 +503,10 @@ def train_reward_model(cfg: RewardStageConfig, out_dir: str | Path, splits: dict
     for split, res in final.items():
         for k, v in res.items():
             metrics[f"{split}_{k}"] = v
+    for split, rows in splits.items():
+        if rows and split != "train":
+            # the simplest alternative judge: "the longer answer is better" (ties count half)
+            metrics[f"{split}_length_baseline_accuracy"] = length_baseline_accuracy(rows)
     metrics["seconds"] = round(time.time() - t0, 2)
     if "validation" in final and final["validation"].get("threshold") is not None:
         spec["threshold"] = final["validation"]["threshold"]  # see separating_threshold

@@ -147,3 +147,10 @@ def test_length_grouped_batches_are_seeded_and_cover_everything():
     assert list(a) != ea  # a new order every epoch
     spread = np.mean([max(lengths[i] for i in batch) - min(lengths[i] for i in batch) for batch in ea])
     assert spread < 40  # similar lengths together (random batches: about 140)
+
+
+def test_length_baseline_accuracy_counts_ties_half():
+    from simplesafe.train.reward import length_baseline_accuracy
+
+    rows = [{"chosen": "a b c", "rejected": "a"}, {"chosen": "a", "rejected": "a b"}, {"chosen": "a b", "rejected": "c d"}]
+    assert length_baseline_accuracy(rows) == 0.5
