@@ -191,9 +191,9 @@ def train_dpo(cfg: DPOStageConfig, train_rows: list[dict], eval_rows: list[dict]
             save_model_into(merged, tokenizer, out_dir)
     else:
         save_model_into(trained, tokenizer, out_dir)
-    from simplesafe.train.sft import _record_templates
+    from simplesafe.models.templates import record_folder_templates
 
-    _record_templates(out_dir, cfg.template)
+    record_folder_templates(out_dir, cfg.template)
     metrics["seconds"] = round(time.time() - t0, 2)
     metrics["precision"] = "bf16" if trainer.args.bf16 else "fp32"
     metrics["train_runtime"] = result.metrics.get("train_runtime")
