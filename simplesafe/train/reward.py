@@ -356,7 +356,7 @@ class _PairData:
         return batch
 
 
-def _evaluate(model, loader, accelerator) -> dict:
+def _evaluate(model, loader, accelerator, bf16: bool = False) -> dict:
     import torch
 
     from simplesafe.train.losses import bradley_terry_loss
@@ -365,7 +365,8 @@ def _evaluate(model, loader, accelerator) -> dict:
     cs, rs, ws, ms = [], [], [], []
     with torch.no_grad():
         for batch in loader:
-            rewards = _rewards(model, batch).float()
+            with _autocast(accelerator, bf16):
+                rewards = _rewards(model, batch).float()
             c, r = rewards.chunk(2)
             c, r, w, m = accelerator.gather_for_metrics((c, r, batch["weight"], batch["margin"]))
             cs.append(c), rs.append(r), ws.append(w), ms.append(m)
@@ -378,6 +379,15 @@ def _evaluate(model, loader, accelerator) -> dict:
     return {"loss": float(bradley_terry_loss(c, r, w, m)), "accuracy": pairwise_accuracy(c, r),
             "accuracy_weighted": pairwise_accuracy(c, r, w), "mean_margin": float((c - r).mean()), "n": int(c.numel()),
             "threshold": separating_threshold(c.cpu().numpy(), r.cpu().numpy())}
+
+
+def _autocast(accelerator, bf16: bool):
+    """bf16 autocast around the forward pass. Not ``Accelerator(mixed_precision=...)``: accelerate keeps
+    that setting in a process-wide singleton, so a second trainer in the same process with another
+    precision fails ("AcceleratorState has already been initialized")."""
+    import torch
+
+    return torch.autocast(device_type=accelerator.device.type, dtype=torch.bfloat16, enabled=bf16)
 
 
 def length_baseline_accuracy(rows: list[dict]) -> float:
@@ -429,8 +439,7 @@ def train_reward_model(cfg: RewardStageConfig, out_dir: str | Path, splits: dict
     from simplesafe.models.load import cpu_has_native_bf16
 
     bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and (has_gpu() or cpu_has_native_bf16()))
-    accelerator = Accelerator(cpu=not has_gpu(), gradient_accumulation_steps=cfg.grad_accum,
-                              mixed_precision="bf16" if bf16 else "no")
+    accelerator = Accelerator(cpu=not has_gpu(), gradient_accumulation_steps=cfg.grad_accum)
     acc_set_seed(cfg.seed)
     tokenizer = load_tokenizer(cfg.backbone)
     model = load_sequence_classifier(cfg.backbone, num_labels=1)
@@ -450,8 +459,12 @@ def train_reward_model(cfg: RewardStageConfig, out_dir: str | Path, splits: dict
     else:
         train_loader = DataLoader(data["train"], batch_size=cfg.batch_size, shuffle=True, generator=gen,
                                   collate_fn=data["train"].collate)
-    eval_loaders = {k: DataLoader(d, collate_fn=d.collate, batch_sampler=d.sorted_batches(max(cfg.batch_size, 32)))
-                    for k, d in data.items() if k != "train"}
+    if accelerator.num_processes == 1:  # length-sorted batches pad least
+        eval_loaders = {k: DataLoader(d, collate_fn=d.collate, batch_sampler=d.sorted_batches(max(cfg.batch_size, 32)))
+                        for k, d in data.items() if k != "train"}
+    else:  # a plain loader, which accelerate shards across processes and gather_for_metrics de-duplicates
+        eval_loaders = {k: DataLoader(d, collate_fn=d.collate, batch_size=max(cfg.batch_size, 32))
+                        for k, d in data.items() if k != "train"}
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps = math.ceil(len(train_loader) / cfg.grad_accum) * cfg.epochs
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * steps), steps)
@@ -465,7 +478,8 @@ def train_reward_model(cfg: RewardStageConfig, out_dir: str | Path, splits: dict
         bar = tqdm(train_loader, desc=f"rm {cfg.name} epoch {epoch}", disable=not progress or not accelerator.is_main_process)
         for batch in bar:
             with accelerator.accumulate(model):
-                rewards = _rewards(model, batch).float()
+                with _autocast(accelerator, bf16):
+                    rewards = _rewards(model, batch).float()
                 c, r = rewards.chunk(2)
                 loss = bradley_terry_loss(c, r, batch["weight"], batch["margin"])
                 accelerator.backward(loss)
@@ -478,7 +492,7 @@ def train_reward_model(cfg: RewardStageConfig, out_dir: str | Path, splits: dict
             bar.set_postfix(loss=f"{train_losses[-1]:.4f}")
         entry = {"epoch": epoch, "train_loss": float(np.mean(train_losses[-len(train_loader):]))}
         if "validation" in eval_loaders:
-            val = _evaluate(model, eval_loaders["validation"], accelerator)
+            val = _evaluate(model, eval_loaders["validation"], accelerator, bf16)
             entry.update({f"validation_{k}": v for k, v in val.items()})
             if val["loss"] < best - 1e-6:
                 best, best_epoch, bad_epochs = val["loss"], epoch, 0
@@ -492,7 +506,7 @@ def train_reward_model(cfg: RewardStageConfig, out_dir: str | Path, splits: dict
     unwrapped = accelerator.unwrap_model(model)
     if best_state is not None:
         unwrapped.load_state_dict(best_state)
-    final = {k: _evaluate(model, loader, accelerator) for k, loader in eval_loaders.items()}
+    final = {k: _evaluate(model, loader, accelerator, bf16) for k, loader in eval_loaders.items()}
     metrics = {
         "name": cfg.name, "source": cfg.source(), "backbone": cfg.backbone, "kind": kind,
         "use_prompt": spec["use_prompt"], "n_train": len(splits["train"]),

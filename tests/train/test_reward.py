@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 
@@ -87,11 +88,12 @@ def test_causal_reward_model_learns_and_scores(tiny_model_dir, tmp_path):
 
 @pytest.mark.slow
 def test_minilm_encoder_reward_model_on_simplicity_pairs(tmp_path):
-    cfg = RewardStageConfig(name="simplicity", max_train_rows=64, max_eval_rows=32, max_length=64, epochs=1,
-                            batch_size=16, lr=1e-4, train_layers=1)
+    cfg = RewardStageConfig(name="simplicity", max_train_rows=128, max_eval_rows=32, max_length=64, epochs=1,
+                            batch_size=16, lr=3e-4, train_layers=1)
     metrics = train_reward_model(cfg, tmp_path / "rm", progress=False)
     assert metrics["kind"] == "encoder" and metrics["use_prompt"] is False
-    assert metrics["train_loss_last"] < metrics["train_loss_first"]
+    # single batches are noisy (length-grouped); held-out loss below chance says it learned
+    assert metrics["validation_loss"] < math.log(2)
     assert 0.0 <= metrics["validation_accuracy"] <= 1.0 and metrics["test_n"] == 32
     # prompts are ignored by a model trained without them
     a = score_texts(tmp_path / "rm", ["anything"], ["The cat sat."])
