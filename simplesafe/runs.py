@@ -145,13 +145,15 @@ def stage(
         yield Stage(name, sdir, True, manifest)
         return
     sdir.mkdir(parents=True, exist_ok=True)
-    if int(os.environ.get("RANK", "0")) == 0:  # other DDP ranks may be writing already
+    main_rank = int(os.environ.get("RANK", "0")) == 0  # under DDP only rank 0 writes the stage's own files
+    if main_rank:
         for stale in sdir.rglob(".*.tmp"):  # left by a kill during an atomic write
             stale.unlink(missing_ok=True)
     cfg_dict = config.model_dump(mode="json") if isinstance(config, BaseModel) else (config or {})
     import yaml
 
-    write_text(sdir / "config.yaml", yaml.safe_dump(redact(cfg_dict), sort_keys=False, allow_unicode=True))
+    if main_rank:
+        write_text(sdir / "config.yaml", yaml.safe_dump(redact(cfg_dict), sort_keys=False, allow_unicode=True))
     manifest = {
         "stage": name,
         "seed": seed,
@@ -172,8 +174,9 @@ def stage(
         handler.close()
     manifest["seconds"] = round(time.time() - t0, 3)
     manifest["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    write_json(sdir / "manifest.json", manifest)
-    write_text(marker, manifest["finished"] + "\n")
+    if main_rank:
+        write_json(sdir / "manifest.json", manifest)
+        write_text(marker, manifest["finished"] + "\n")
 
 
 def set_seed(seed: int) -> None:
