@@ -290,7 +290,7 @@ def render_report(run_dir: str | Path, out: str | Path | None = None, max_prompt
         "difference_rows": findings.difference_rows(s) if s else [],
         "winrate_rows": findings.winrate_rows(s) if s else [],
         "redteam_rows": findings.redteam_rows(s) if s else [],
-        "eval_info": {"n_prompts": s.get("n_prompts"), "seeds": s.get("seeds"),
+        "eval_info": {"n_prompts": s.get("n_prompts"), "seeds": s.get("seeds") or [],
                       "statistics": s.get("statistics")} if s else None,
         "probe_png": findings.probe_plot(run_dir),
         "data_rows": findings.data_rows(run_dir),

@@ -24,6 +24,23 @@ ANSWERS = {
 PROMPTS = ["Why is the sky blue?", "What is photosynthesis?", "How do I get over a cold?"]
 
 
+SUMMARY = {
+    "n_prompts": 3, "seeds": [0, 1, 2], "statistics": "95% intervals by bootstrap over prompts",
+    "judges": [{"name": "helpfulness", "axis": "helpfulness", "kind": "reward_model", "role": "judge",
+                "model": "/x/rm_judge"},
+               {"name": "simplicity", "axis": "simplicity", "kind": "reward_model", "role": "training signal",
+                "used_by": "ppo", "model": "/x/rm_simplicity"}],
+    "models": {m: {"fre": {"mean": f, "ci": [f - 3, f + 3]}, "fkg": {"mean": 20 - f / 5, "ci": [1, 9]},
+                   "judge/helpfulness": {"mean": 0.1, "ci": [0.0, 0.2]}, "degenerate": {"mean": 0.0, "ci": [0, 0]}}
+               for m, f in (("base", 50.0), ("sft", 70.0), ("ppo", 75.0))},
+    "differences": {"sft-base": {"fre": {"mean": 20.0, "ci": [15.0, 25.0]}, "fkg": {"mean": -4.0, "ci": [-5.0, -3.0]}},
+                    "ppo-sft": {"fre": {"mean": 5.0, "ci": [-1.0, 11.0]}}},
+    "win_rates": {"ppo_vs_sft": {"helpfulness": {"win_rate": 0.48, "ci": [0.4, 0.56], "lc_win_rate": 0.47}}},
+    "redteam": {"judge": "safety", "threshold": 0.0, "models": {
+        "base": {"unsafe": {"mean": 0.3, "ci": [0.2, 0.4]}}, "ppo": {"unsafe": {"mean": 0.1, "ci": [0.05, 0.2]}}}},
+}
+
+
 def make_run(root: Path) -> Path:
     run = root / "run"
     gen_dir = run / "eval" / "generations"
@@ -43,13 +60,20 @@ def make_run(root: Path) -> Path:
     (run / "eval" / "rubric" / "sft" / "grades.jsonl").write_text(
         json.dumps({"id": "p1", "seed": 0, "rubric": "mtbench", "score": 9}) + "\n")
     (run / "rm_pref").mkdir()
-    (run / "rm_pref" / "metrics.json").write_text(json.dumps({"eval_accuracy": 0.71, "test_accuracy": 0.69}))
+    (run / "rm_pref" / "metrics.json").write_text(json.dumps({"eval_accuracy": 0.71, "test_accuracy": 0.69,
+                                                              "test_length_baseline_accuracy": 0.62}))
     (run / "sft").mkdir()
     (run / "sft" / "metrics.json").write_text(json.dumps({"eval_loss": 2.31, "epochs": 2}))
     (run / "ppo").mkdir()
     (run / "ppo" / "log.jsonl").write_text("".join(
         json.dumps({"step": s, "reward": 0.1 * s, "reward/simplicity": 0.5, "kl": 0.01 * s * s, "kl_coef": 0.05,
                     "policy_loss": 1.0}) + "\n" for s in range(20)))
+    (run / "ppo" / "probe.jsonl").write_text("".join(
+        json.dumps({"step": s, "source": "probe", "training_reward": 0.1 * s, "judge/helpfulness": 0.2 - 0.01 * s,
+                    "words": 40 - s}) + "\n" for s in (0, 4, 8)))
+    (run / "eval" / "summary.json").write_text(json.dumps(SUMMARY))
+    (run / "data").mkdir()
+    (run / "data" / "stats.json").write_text(json.dumps({"by_source": {"sft": {"eli5": 12, "simplewiki": 30}}}))
     (run / "timings.json").write_text(json.dumps([{"stage": "sft", "status": "done", "seconds": 41.2},
                                                   {"stage": "ppo", "status": "done", "seconds": 80.0},
                                                   {"stage": "eval", "status": "done", "seconds": 30.5}]))
@@ -73,7 +97,9 @@ def test_every_section_filled(report):
     assert "eval_accuracy" in html and "0.71" in html
     assert "win rate vs sft" in html and "rubric (mtbench)" in html  # in the per-model metrics table
     assert "base vs sft" in html and "ppo vs sft" in html
-    assert html.count("data:image/png;base64,") == 3  # readability, win rates, PPO curves
+    assert html.count("data:image/png;base64,") == 4  # readability, win rates, PPO curves, PPO probe
+    assert "held out (judge)" in html and "used in training" in html
+    assert "FRE +20 [15, 25] (simpler)" in html and "(inside noise)" in html
     from simplesafe.report.html import collect_curves
 
     (stage, _), = collect_curves(run)
