@@ -691,6 +691,11 @@ def _harness_models(src: Context, cfg) -> tuple[dict[str, dict], dict[str, str]]
             path, text = paths[target], about.get(target, target)
         else:
             path, text = str(target), str(target)
+        if target in paths and target != "base" and not is_done(src.run_dir, target):
+            # a stage still running (or killed) may have written part of its model
+            not_run[name] = (f"no model at {path}" if not Path(path).exists() else
+                             f"stage {target} of {src.run_dir} has not finished")
+            continue
         if target != "base" and not (Path(path) / "config.json").is_file():
             not_run[name] = f"no model at {path}"
             continue

@@ -158,7 +158,7 @@ def test_a_judge_used_in_training_is_refused(tmp_path, tiny_model_dir):
 
 
 def _demo_like_run(root: Path, base: Path) -> Path:
-    """A finished run as the demo leaves it: sft/, dpo/adapter (QLoRA-style), merge/model (careful), no ppo/."""
+    """A run as the demo leaves it: sft/, dpo/adapter (QLoRA-style), merge/model (careful merge)."""
     import shutil
 
     import torch
@@ -189,7 +189,10 @@ def _demo_like_run(root: Path, base: Path) -> Path:
 def test_harness_stage_scores_every_model_of_a_finished_run_and_the_report_has_table1(tmp_path, tiny_model_dir):
     from simplesafe.runs import path_digest
 
+    import shutil
+
     src = _demo_like_run(tmp_path, tiny_model_dir)
+    shutil.copytree(tiny_model_dir, src / "ppo")  # a PPO stage that has not finished: no DONE marker
     before = path_digest(src)
     recipe = tmp_path / "lb.yaml"
     recipe.write_text(yaml.safe_dump({"name": "lb", "stages": ["harness", "report"], "harness": {
@@ -199,7 +202,7 @@ def test_harness_stage_scores_every_model_of_a_finished_run_and_the_report_has_t
     t = json.loads((run / "harness" / "table1.json").read_text())
     assert t == results["harness"]
     assert [r["model"] for r in t["rows"]] == ["base", "sft", "dpo", "dpo-simple-merge"]
-    assert t["not_run"] == {"ppo": f"no model at {src / 'ppo'}"}
+    assert t["not_run"] == {"ppo": f"stage ppo of {src} has not finished"}
     assert t["skipped_tasks"]["mmlu"].startswith("no local data")  # recorded, not silent
     assert t["tasks"] == ["arc_challenge"] and t["settings"]["limit"] == 2
     for r in t["rows"]:
