@@ -202,6 +202,8 @@ def _override(task_yaml: Path, folder: Path, shots: int) -> tuple[dict | None, d
             files[split] = str(f.resolve())
         elif split == sp["scored"]:
             return None, f"{folder}/{split}.jsonl (the split the harness scores)"
+        elif role == "fewshot" and shots:
+            return None, f"{folder}/{split}.jsonl (the task's few-shot examples)"
         else:
             nulled.append(role)
     kinds = {"parquet" if f.endswith(".parquet") else "json" for f in files.values()}

@@ -216,6 +216,11 @@ def test_mmlu_from_a_user_folder_scores_all_57_subjects(tiny_model_dir, tmp_path
     # one subject missing: named, not silently averaged over 56
     import shutil
 
+    (tmp_path / "data" / "mmlu" / "virology" / "dev.jsonl").unlink()  # 0-shot needs no dev split ...
+    prepare_tasks(HarnessSettings(tasks=["mmlu"], data_dir=str(tmp_path / "data")), tmp_path / "t0")
+    with pytest.raises(HarnessUnavailable, match=r"missing: virology"):  # ... 5-shot does
+        prepare_tasks(HarnessSettings(preset="leaderboard", tasks=["mmlu"], data_dir=str(tmp_path / "data")),
+                      tmp_path / "t5")
     shutil.rmtree(tmp_path / "data" / "mmlu" / "anatomy")
     with pytest.raises(HarnessUnavailable, match=r"missing: anatomy"):
         prepare_tasks(HarnessSettings(tasks=["mmlu"], data_dir=str(tmp_path / "data")), tmp_path / "t")
