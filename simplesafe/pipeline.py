@@ -33,13 +33,14 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 from pydantic import BaseModel, Field
 
 from simplesafe.atomic import write_json
 from simplesafe.config import StageConfig, deep_merge, dump_config, load_config, validate
 from simplesafe.errors import ConfigError
+from simplesafe.eval.harness import HarnessSettings  # config only; lm-evaluation-harness is imported when it runs
 from simplesafe.runs import is_done
 
 log = logging.getLogger(__name__)
@@ -108,26 +109,19 @@ class EvalStageConfig(StageConfig):
     settings: dict = Field(default_factory=dict, description="simplesafe.eval.run.EvalConfig")
 
 
-def _harness_stage_config_cls():
-    from typing import Literal
+class HarnessStageConfig(HarnessSettings):
+    """The ``harness`` stage: leaderboard tasks for every model of a run (the report's Table 1)."""
 
-    from simplesafe.eval.harness import HarnessSettings
-
-    class HarnessStageConfig(HarnessSettings):
-        """The ``harness`` stage: leaderboard tasks for every model of a run (the report's Table 1)."""
-
-        models: list[str | dict] = Field(
-            default_factory=lambda: ["base", "sft", "dpo", "ppo"],
-            description="rows of Table 1: stage names (base, sft, dpo, ppo, grpo; dpo is the merged model when the "
-                        "run has a merge stage) or {name, model: stage name or model folder, adapter: folder}")
-        from_run: str | None = Field(None, description="score the models of this finished run directory (read "
-                                     "only) instead of this run's; its recipe.yaml names the base model")
-        compare_merges: bool = Field(True, description="where the run merged an adapter (merge stage), also build "
-                                     "the other merge (simple vs careful) and compare the two (report 3.1)")
-        missing_data: Literal["error", "skip"] = Field("skip", description="a task without local data: skip it "
-                                                       "with the reason shown in the report, or stop")
-
-    return HarnessStageConfig
+    models: list[str | dict] = Field(
+        default_factory=lambda: ["base", "sft", "dpo", "ppo"],
+        description="rows of Table 1: stage names (base, sft, dpo, ppo, grpo; dpo is the merged model when the "
+                    "run has a merge stage) or {name, model: stage name or model folder, adapter: folder}")
+    from_run: str | None = Field(None, description="score the models of this finished run directory (read "
+                                 "only) instead of this run's; its recipe.yaml names the base model")
+    compare_merges: bool = Field(True, description="where the run merged an adapter (merge stage), also build "
+                                 "the other merge (simple vs careful) and compare the two (report 3.1)")
+    missing_data: Literal["error", "skip"] = Field("skip", description="a task without local data: skip it "
+                                                   "with the reason shown in the report, or stop")
 
 
 class ReportStageConfig(StageConfig):
@@ -650,7 +644,7 @@ def _eval(ctx: Context) -> dict:
 def _harness_cfg(ctx: Context):
     from simplesafe.eval.harness import plan
 
-    cfg = _section(_harness_stage_config_cls(), ctx.recipe.harness, "harness")
+    cfg = _section(HarnessStageConfig, ctx.recipe.harness, "harness")
     plan(cfg)  # unknown tasks fail here, before any stage runs
     for entry in cfg.models:
         if isinstance(entry, dict):
