@@ -102,8 +102,8 @@ def rubric(args: list[str] = OVERRIDES) -> None:
 @app.command("harness", context_settings={"allow_extra_args": True})
 def harness(args: list[str] = OVERRIDES) -> None:
     """Open LLM Leaderboard tasks with lm-evaluation-harness on local task data: model=... out=... [preset=fast|leaderboard]
-    [tasks=[hellaswag,...]] [limit=N|all] [data_dir=DIR]."""
-    from simplesafe.eval.harness import HarnessConfig, run_harness
+    [tasks=[hellaswag,...]] [limit=N|all|{task: N}] [data_dir=DIR]."""
+    from simplesafe.eval.harness import HarnessConfig, limit_phrase, run_harness
 
     config, overrides = split_config_and_overrides(args)
     cfg = stage_config(HarnessConfig, config, overrides, section="harness")
@@ -111,7 +111,7 @@ def harness(args: list[str] = OVERRIDES) -> None:
     rows = [{"task": k, "shots": v["shots"], "metric": v["metric"], "value": _fmt(v["score"]),
              "stderr": _fmt(v["stderr"]), "n": v["n"]} for k, v in res["tasks"].items()]
     rows += [{"task": k, "metric": "skipped: " + why} for k, why in res["skipped"].items()]
-    limit = "all items" if res["limit"] is None else f"limit {res['limit']} per task"
+    limit = limit_phrase(res["limit"])
     print_table(rows, title=f"{res['model']}: lm-evaluation-harness {res.get('lm_eval_version')}, preset "
                             f"{res['preset']}, {limit}, data {res['data_dir']}")
     for k, v in res["tasks"].items():

@@ -43,8 +43,9 @@ Presets (``preset=``):
 - ``leaderboard``: the Open LLM Leaderboard v1 settings, as the report's Table 1 used them:
   ARC-Challenge 25-shot acc_norm, HellaSwag 10-shot acc_norm, MMLU 5-shot acc (mean over the
   57 subjects, weighted by size), TruthfulQA mc2 0-shot; every item.
-- ``fast`` (default): 0-shot, ARC-Challenge, HellaSwag and TruthfulQA mc2, ``limit`` items
-  per task (100 unless given; ``limit=all`` for every item), for a laptop.
+- ``fast`` (default): 0-shot, ARC-Challenge, HellaSwag and TruthfulQA mc2, the first ``limit``
+  items of each task (100 unless given; ``limit=all`` for every item; ``limit={hellaswag: 200,
+  truthfulqa_mc2: 20}`` per task: TruthfulQA's items cost about ten times HellaSwag's), for a laptop.
 
 The preset, the shots, the limit and the number of items scored are written into the
 results next to every score and its standard error (the harness's: the sample standard
@@ -98,8 +99,9 @@ class HarnessSettings(StageConfig):
                                                    "leaderboard (Open LLM Leaderboard v1 shots, every item)")
     tasks: list[str] | None = Field(None, description="subset of arc_challenge, hellaswag, mmlu, truthfulqa_mc2 "
                                     "(default: the preset's)")
-    limit: int | Literal["all"] | None = Field(None, description="items per task (MMLU: per subject); all = every "
-                                               "item; default: the preset's (fast 100, leaderboard all)")
+    limit: int | Literal["all"] | dict[str, int | Literal["all"]] | None = Field(
+        None, description="the first N items of each task (MMLU: of each subject); all = every item; a mapping "
+                          "task -> N sets it per task; default: the preset's (fast 100, leaderboard all)")
     num_fewshot: int | None = Field(None, ge=0, description="shots for every task instead of the preset's")
     data_dir: str | None = Field(None, description="folder with the task data (layout in simplesafe.eval.harness); "
                                  "default: the subset bundled in data/harness")
@@ -128,16 +130,29 @@ def plan(settings: HarnessSettings) -> dict:
     if not tasks:
         raise ConfigError("harness: tasks is empty; allowed: " + ", ".join(TASKS))
     shots = {t: settings.num_fewshot if settings.num_fewshot is not None else preset["shots"][t] for t in tasks}
-    if settings.limit == "all":
-        limit = None
-    elif settings.limit is None:
-        limit = preset["limit"]
-    else:
-        if settings.limit < 1:
-            raise ConfigError(f"harness: limit must be >= 1 or 'all', got {settings.limit}")
-        limit = settings.limit
-    return {"preset": settings.preset, "tasks": tasks, "shots": shots, "limit": limit,
-            "data_dir": str(data_dir(settings))}
+    given = settings.limit if isinstance(settings.limit, dict) else {t: settings.limit for t in tasks}
+    extra = [t for t in given if t not in tasks]
+    if extra:
+        raise ConfigError(f"harness: limit names task(s) {extra} that are not in tasks {tasks}")
+    limits = {}
+    for t in tasks:
+        v = given.get(t)
+        if isinstance(v, int) and v < 1:
+            raise ConfigError(f"harness: limit must be >= 1 or 'all', got {v}" + (f" for {t}" if isinstance(
+                settings.limit, dict) else ""))
+        limits[t] = None if v == "all" else preset["limit"] if v is None else v
+    uniform = len(set(limits.values())) == 1
+    return {"preset": settings.preset, "tasks": tasks, "shots": shots, "limits": limits,
+            "limit": limits[tasks[0]] if uniform else limits, "data_dir": str(data_dir(settings))}
+
+
+def limit_phrase(limit) -> str:
+    """``None`` -> 'every item'; ``50`` -> 'the first 50 items of each task'; a mapping -> per task."""
+    if limit is None:
+        return "every item"
+    if isinstance(limit, dict):
+        return "the first " + ", ".join(f"{'all' if v is None else v} {t}" for t, v in limit.items()) + " items"
+    return f"the first {limit} items of each task"
 
 
 def data_dir(settings: HarnessSettings) -> Path:
@@ -341,27 +356,37 @@ def evaluate_model(settings: HarnessSettings, model: str, adapter: str | None = 
             model_args["peft"] = str(adapter)
         tm = TaskManager(include_path=tmp, include_defaults=False)
         log.info("harness: %s on %s (%s preset, limit %s)", model, ", ".join(chosen), p["preset"], p["limit"])
-        try:
-            res = lm_eval.simple_evaluate(model="hf", model_args=model_args, tasks=list(chosen), num_fewshot=None,
-                                          batch_size=settings.batch_size, limit=p["limit"], device=settings.device,
-                                          task_manager=tm, log_samples=False,
-                                          apply_chat_template=settings.apply_chat_template)
+        try:  # the model is loaded once, the way simple_evaluate would load it from model="hf"
+            from lm_eval.api.registry import get_model
+
+            lm = get_model("hf").create_from_arg_obj(model_args, {"batch_size": settings.batch_size,
+                                                                  "device": settings.device})
         except OSError as exc:
             raise ModelLoadError(f"{model}: the harness could not load it ({type(exc).__name__}: {str(exc)[:300]})") \
                 from None
-    results, n_samples = res.get("results", {}), res.get("n-samples", {})
+        results, n_samples = {}, {}
+        by_limit: dict = {}
+        for task in chosen:  # the harness takes one limit per call: one call per distinct limit
+            by_limit.setdefault(p["limits"][task], []).append(task)
+        for lim, group in by_limit.items():
+            res = lm_eval.simple_evaluate(model=lm, tasks=group, num_fewshot=None, limit=lim, task_manager=tm,
+                                          log_samples=False, apply_chat_template=settings.apply_chat_template)
+            results.update(res.get("results", {}))
+            n_samples.update(res.get("n-samples", {}))
+        del lm
     for task, lt in chosen.items():
         r = results.get(task, {})
         metric = HEADLINE[task]
         subtasks = [o["task"] for o in lt.overrides]
         n = sum(int(n_samples.get(s, {}).get("effective", 0)) for s in subtasks)
         n_avail = sum(int(n_samples.get(s, {}).get("original", 0)) for s in subtasks)
-        if p["limit"] is not None and n < p["limit"] * len(subtasks):
-            log.warning("harness: %s: limit %d but only %d items in the local data", task, p["limit"], n_avail)
+        lim = p["limits"][task]
+        if lim is not None and n < lim * len(subtasks):
+            log.warning("harness: %s: limit %d but only %d items in the local data", task, lim, n_avail)
         first = lt.overrides[0]
         single = len(lt.overrides) == 1
         out["tasks"][task] = {
-            "shots": p["shots"][task], "metric": METRIC_LABEL[task], "harness_metric": f"{metric},none",
+            "shots": p["shots"][task], "limit": lim, "metric": METRIC_LABEL[task], "harness_metric": f"{metric},none",
             "score": _num(r.get(f"{metric},none")), "stderr": _num(r.get(f"{metric}_stderr,none")),
             "n": n, "n_available": n_avail, **lt.meta,
             "harness_yaml": str(Path(first["include"]).relative_to(harness_tasks_dir())),

@@ -80,7 +80,7 @@ def table1(results: dict[str, dict], base: str = "base", merge_pair: tuple[str, 
                 "data_dir": first.get("data_dir"), "lm_eval_version": first.get("lm_eval_version"),
                 "apply_chat_template": (first.get("settings") or {}).get("apply_chat_template"),
                 "tasks": {t: {k: v for k, v in (first.get("tasks", {}).get(t) or {}).items()
-                              if k in ("shots", "metric", "n", "n_available", "scored_split", "fewshot_from")}
+                              if k in ("shots", "limit", "metric", "n", "n_available", "scored_split", "fewshot_from")}
                           for t in tasks}}
     rows = []
     for name, res in results.items():

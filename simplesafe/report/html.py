@@ -171,7 +171,9 @@ def table1_context(t: dict | None) -> dict | None:
     from simplesafe.report import findings
 
     st = t.get("settings") or {}
-    limit = "every item" if st.get("limit") is None else f"at most {st['limit']} items per task"
+    from simplesafe.eval.harness import limit_phrase
+
+    limit = limit_phrase(st.get("limit"))
     per_task = "; ".join(
         f"{task}: {v.get('shots')}-shot {v.get('metric')}, n = {v.get('n')} of {v.get('n_available')} "
         f"({v.get('scored_split')} split" + (f", few-shot examples from {v['fewshot_from']}" if v.get("fewshot_from")

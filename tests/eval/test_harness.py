@@ -58,6 +58,13 @@ def test_presets_set_shots_tasks_and_limit():
     assert plan(HarnessSettings(preset="leaderboard", num_fewshot=0, tasks=["arc_challenge"]))["shots"] == {
         "arc_challenge": 0}
     assert plan(HarnessSettings())["data_dir"] == str(BUNDLED)
+    per_task = plan(HarnessSettings(limit={"hellaswag": 50, "truthfulqa_mc2": "all"}))
+    assert per_task["limits"] == {"arc_challenge": 100, "hellaswag": 50, "truthfulqa_mc2": None}
+    assert per_task["limit"] == per_task["limits"]
+    with pytest.raises(ConfigError, match=r"limit names task\(s\) \['mmlu'\]"):
+        plan(HarnessSettings(limit={"mmlu": 5}))
+    with pytest.raises(ConfigError, match="limit must be >= 1"):
+        plan(HarnessSettings(limit=0))
 
 
 def _count_lines(path: Path) -> int:
@@ -154,10 +161,12 @@ def test_micro_model_scores_every_task_from_the_local_files(tiny_model_dir, tmp_
 @needs_lm_eval
 def test_leaderboard_shots_on_the_micro_model(tiny_model_dir, tmp_path):
     res = run_harness(HarnessConfig(model=str(tiny_model_dir), out=str(tmp_path / "h.json"), preset="leaderboard",
-                                    tasks=["arc_challenge", "hellaswag"], limit=2, batch_size=4))
+                                    tasks=["arc_challenge", "hellaswag"], limit={"arc_challenge": 2, "hellaswag": 3},
+                                    batch_size=4))
     assert res["tasks"]["arc_challenge"]["shots"] == 25 and res["tasks"]["arc_challenge"]["fewshot_from"] == "train"
     assert res["tasks"]["hellaswag"]["shots"] == 10 and res["tasks"]["hellaswag"]["fewshot_from"] == "validation"
-    assert res["limit"] == 2 and all(t["n"] == 2 for t in res["tasks"].values())
+    assert res["limit"] == {"arc_challenge": 2, "hellaswag": 3}
+    assert res["tasks"]["arc_challenge"]["n"] == 2 and res["tasks"]["hellaswag"]["n"] == 3
 
 
 def test_missing_model_folder_is_a_clear_error(tmp_path):
