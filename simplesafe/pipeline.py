@@ -15,6 +15,8 @@ A recipe is one YAML file with a section per stage; ``stages`` lists which to ru
     grpo        GRPO through TRL with the same reward (optional)
     eval        base vs SFT vs DPO vs PPO on held-out prompts: readability, toxicity,
                 ROUGE/BERTScore, win rate against SFT under the offline annotator pool
+    harness     Open LLM Leaderboard tasks (lm-evaluation-harness, local task data) for every
+                model of the run, and the careful vs simple merge: the report's Table 1 (optional)
     report      one self-contained HTML file
 
 Each stage writes into ``RUN/<stage>/`` with a ``DONE`` marker (see
@@ -31,18 +33,20 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 from pydantic import Field
 
 from simplesafe.atomic import write_json
 from simplesafe.config import StageConfig, deep_merge, dump_config, load_config, validate
 from simplesafe.errors import ConfigError
+from simplesafe.eval.harness import HarnessSettings  # config only; lm-evaluation-harness is imported when it runs
 from simplesafe.runs import is_done
 
 log = logging.getLogger(__name__)
 
-ALL_STAGES = ["tiny_model", "data", "backward", "synth", "sft", "rm", "dpo", "merge", "ppo", "grpo", "eval", "report"]
+ALL_STAGES = ["tiny_model", "data", "backward", "synth", "sft", "rm", "dpo", "merge", "ppo", "grpo", "eval", "harness",
+              "report"]
 
 
 class RecipeConfig(StageConfig):
@@ -69,6 +73,7 @@ class RecipeConfig(StageConfig):
     ppo: dict = Field(default_factory=dict, description="simplesafe.train.ppo.PPOStageConfig")
     grpo: dict = Field(default_factory=dict, description="simplesafe.train.grpo config")
     eval: dict = Field(default_factory=dict, description="simplesafe.eval.run.EvalConfig + prompts/limit")
+    harness: dict = Field(default_factory=dict, description="HarnessStageConfig (leaderboard tasks, Table 1)")
     report: dict = Field(default_factory=dict, description="max_prompts")
 
 
@@ -102,6 +107,21 @@ class EvalStageConfig(StageConfig):
     redteam: dict | None = Field(None, description="harmful-request evaluation: {limit, seeds, max_new_tokens, judge}; "
                                  "prompts are the safety reward model's held-out hh-rlhf dialogues")
     settings: dict = Field(default_factory=dict, description="simplesafe.eval.run.EvalConfig")
+
+
+class HarnessStageConfig(HarnessSettings):
+    """The ``harness`` stage: leaderboard tasks for every model of a run (the report's Table 1)."""
+
+    models: list[str | dict] = Field(
+        default_factory=lambda: ["base", "sft", "dpo", "ppo"],
+        description="rows of Table 1: stage names (base, sft, dpo, ppo, grpo; dpo is the merged model when the "
+                    "run has a merge stage) or {name, model: stage name or model folder, adapter: folder}")
+    from_run: str | None = Field(None, description="score the models of this finished run directory (read "
+                                 "only) instead of this run's; its recipe.yaml names the base model")
+    compare_merges: bool = Field(True, description="where the run merged an adapter (merge stage), also build "
+                                 "the other merge (simple vs careful) and compare the two (report 3.1)")
+    missing_data: Literal["error", "skip"] = Field("skip", description="a task without local data: skip it "
+                                                   "with the reason shown in the report, or stop")
 
 
 class ReportStageConfig(StageConfig):
@@ -621,6 +641,158 @@ def _eval(ctx: Context) -> dict:
     return run_eval(settings, ctx.run_dir, models, prompt_file, force=ctx.force)
 
 
+# ----------------------------------------------------------------------------- harness (Table 1)
+
+def _harness_cfg(ctx: Context):
+    from simplesafe.eval.harness import plan
+
+    cfg = _section(HarnessStageConfig, ctx.recipe.harness, "harness")
+    plan(cfg)  # unknown tasks fail here, before any stage runs
+    for entry in cfg.models:
+        if isinstance(entry, dict):
+            unknown = set(entry) - {"name", "model", "adapter"}
+            if unknown or not entry.get("name") or not entry.get("model"):
+                raise ConfigError(f"recipe: harness.models: {entry!r}: give name and model (a stage name or a model "
+                                  "folder), optionally adapter" + (f"; unknown key(s) {', '.join(sorted(unknown))}"
+                                                                    if unknown else ""))
+        elif not isinstance(entry, str) or not entry:
+            raise ConfigError(f"recipe: harness.models: {entry!r} is not a stage name or a {{name, model}} mapping")
+    return cfg
+
+
+def _source_context(ctx: Context, cfg) -> Context:
+    """The run whose models are scored: this one, or ``harness.from_run`` (read from its recipe.yaml)."""
+    if not cfg.from_run:
+        return ctx
+    src = Path(cfg.from_run)
+    recipe_file = src / "recipe.yaml"
+    if not recipe_file.is_file():
+        raise ConfigError(f"recipe: harness.from_run: {src} is not a run directory (no recipe.yaml); run that recipe "
+                          "first (e.g. `simplesafe run recipes/demo.yaml` for runs/demo)")
+    return Context(load_config(RecipeConfig, recipe_file), src, False)
+
+
+def _harness_models(src: Context, cfg) -> tuple[dict[str, dict], dict[str, str]]:
+    """``({name: {model, adapter, about}}, {name: why it is not scored})`` in the order of ``harness.models``."""
+    paths = _model_paths(src)
+    merged_dpo = is_done(src.run_dir, "merge")
+    about = {"base": "the base model", "sft": "SFT", "ppo": "PPO from SFT", "grpo": "GRPO from SFT",
+             "dpo": "DPO from SFT" + (", its adapter merged by the merge stage (merge/model)" if merged_dpo else "")}
+    models, not_run = {}, {}
+    for entry in cfg.models:
+        if isinstance(entry, str):
+            entry = {"name": entry, "model": entry}
+        name, target = entry["name"], entry["model"]
+        if target in paths:
+            path, text = paths[target], about.get(target, target)
+        else:
+            path, text = str(target), str(target)
+        if target in paths and target != "base" and not is_done(src.run_dir, target):
+            # a stage still running (or killed) may have written part of its model
+            not_run[name] = (f"no model at {path}" if not Path(path).exists() else
+                             f"stage {target} of {src.run_dir} has not finished")
+            continue
+        if target != "base" and not (Path(path) / "config.json").is_file():
+            not_run[name] = f"no model at {path}"
+            continue
+        models[name] = {"model": path, "adapter": entry.get("adapter"), "about": text}
+    return models, not_run
+
+
+def _merge_pair(src: Context, cfg, models: dict) -> dict | None:
+    """Where the run merged an adapter: which row is its merge, and how to build the other one."""
+    report_file = src.path("merge", "model", "merge_report.json")
+    if not cfg.compare_merges or not is_done(src.run_dir, "merge") or not report_file.is_file():
+        return None
+    rep = json.loads(report_file.read_text())
+    mode = rep.get("mode", "careful")
+    other = "simple" if mode == "careful" else "careful"
+    merged_row = next((n for n, m in models.items() if Path(m["model"]).resolve() ==
+                       src.path("merge", "model").resolve()), None)
+    if merged_row is None:
+        return None
+    adapter = src.path("dpo", "adapter")
+    return {"row": merged_row, "mode": mode, "other_row": f"{merged_row}-{other}-merge", "other_mode": other,
+            "base": src.sft_model(), "adapter": str(adapter), "dtype": rep.get("dtype", "bfloat16")}
+
+
+@register("harness")
+def _harness(ctx: Context) -> dict:
+    from simplesafe.eval.harness import evaluate_model, plan
+    from simplesafe.eval.harness_table import table1
+    from simplesafe.runs import stage
+
+    cfg = _harness_cfg(ctx)
+    src = _source_context(ctx, cfg)
+    with stage(ctx.run_dir, "harness", cfg, seed=ctx.recipe.seed, force=ctx.force) as st:
+        if st.skipped:
+            return json.loads((st.dir / "table1.json").read_text())
+        models, not_run = _harness_models(src, cfg)
+        for name, why in not_run.items():
+            print(f"  harness: skipping {name} ({why})")
+        pair = _merge_pair(src, cfg, models)
+        rows = dict(models)
+        if pair:  # the other merge of the same adapter goes right after the run's own merge
+            rows = {}
+            for name, m in models.items():
+                rows[name] = m
+                if name == pair["row"]:
+                    m["about"] += f": {pair['mode']} merge"
+                    rows[pair["other_row"]] = {"model": None, "adapter": None, "build": pair,
+                                               "about": f"the same adapter, {pair['other_mode']} merge (built for "
+                                                        "this comparison, not kept)"}
+        key = {"plan": plan(cfg), "batch_size": cfg.batch_size, "dtype": cfg.dtype,
+               "apply_chat_template": cfg.apply_chat_template}
+        results = {}
+        for name, m in rows.items():
+            f = st.dir / "results" / f"{name}.json"
+            source = m["model"] or f"{pair['other_mode']} merge of {pair['adapter']} into {pair['base']}"
+            prev = json.loads(f.read_text()) if f.exists() else None
+            if prev and prev.get("resume_key") == {**key, "source": source}:  # an interrupted stage keeps its models
+                print(f"  harness: {name} (scored earlier)")
+                results[name] = prev
+                continue
+            print(f"  harness: {name} ({source})", flush=True)
+            if m.get("build"):
+                results[name] = _score_other_merge(cfg, m["build"])
+            else:
+                results[name] = evaluate_model(cfg, m["model"], m["adapter"])
+            results[name].update(model=source, resume_key={**key, "source": source})
+            write_json(f, results[name])
+        careful_simple = None
+        if pair:
+            careful_simple = (pair["row"], pair["other_row"]) if pair["mode"] == "careful" else \
+                (pair["other_row"], pair["row"])
+        table = table1(results, base="base", merge_pair=careful_simple,
+                       about={n: m["about"] for n, m in rows.items()}, not_run=not_run)
+        table["source_run"] = str(src.run_dir)
+        if table["merge"]:
+            table["merge"]["built_row"] = pair["other_row"]
+            rep = json.loads(src.path("merge", "model", "merge_report.json").read_text())
+            table["merge"]["merge_report"] = {
+                k: rep.get(k) for k in ("mode", "dtype", "max_abs_weight_diff", "mean_abs_weight_diff",
+                                        "n_tensors_differing", "loglik_diff_careful_minus_simple",
+                                        "perplexity_careful", "perplexity_simple", "n_validation_rows")}
+        write_json(st.dir / "table1.json", table)
+        return table
+
+
+def _score_other_merge(cfg, pair: dict) -> dict:
+    """Build the merge the run did not keep into a temporary folder, score it, delete it."""
+    import shutil
+    import tempfile
+
+    from simplesafe.eval.harness import evaluate_model
+    from simplesafe.train.merge import merge_adapter
+
+    tmp = Path(tempfile.mkdtemp(prefix="simplesafe-merge-"))
+    try:
+        merge_adapter(pair["base"], pair["adapter"], tmp / "model", mode=pair["other_mode"], dtype=pair["dtype"])
+        return evaluate_model(cfg, str(tmp / "model"))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 @register("report")
 def _report(ctx: Context) -> dict:
     from simplesafe.report.html import render_report
@@ -642,6 +814,7 @@ VALIDATORS: dict[str, Callable[[Context], Any]] = {
     "ppo": _ppo_cfg,
     "grpo": _grpo_cfg,
     "eval": _eval_cfg,
+    "harness": _harness_cfg,
     "report": lambda c: _section(ReportStageConfig, c.recipe.report, "report"),
 }
 
@@ -693,6 +866,20 @@ def _summary(ctx: Context, results: dict) -> None:
         if rows:
             print()
             print_table(rows, title="Held-out evaluation: means [95% CI over prompts, seeds nested]")
+    if isinstance(results.get("harness"), dict) and results["harness"].get("rows"):
+        from simplesafe.commands.common import print_table
+        from simplesafe.report import findings
+
+        t = results["harness"]
+        print()
+        print_table([{k: v for k, v in r.items() if k != "what"} for r in findings.table1_rows(t)],
+                    title="Table 1: leaderboard tasks, points ± harness standard error")
+        if t.get("differences"):
+            print_table(findings.table1_difference_rows(t), title="Difference to base, points [95% interval]")
+        for why in (t.get("skipped_tasks") or {}).items():
+            print(f"{why[0]}: not run, {why[1]}")
+        for sentence in findings.capability_verdicts(t):
+            print(sentence)
     for line in lines:
         print(line)
     if "report" in results:

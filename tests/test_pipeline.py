@@ -117,11 +117,15 @@ def test_killed_run_resumes_from_last_finished_stage(tmp_path, tiny_model_dir):
     assert not list(run.rglob("*.tmp"))
 
 
-@pytest.mark.parametrize("name", ["demo", "smoke"])
+@pytest.mark.parametrize("name", ["demo", "smoke", "leaderboard"])
 def test_shipped_recipes_validate(name, tmp_path):
     from simplesafe.pipeline import training_signals, validate_recipe
 
     ctx = validate_recipe(REPO / "recipes" / f"{name}.yaml", run_dir=tmp_path / "run")
+    if name == "leaderboard":  # Table 1 on the demo's models: the harness stage and the report, nothing trained
+        assert ctx.recipe.stages == ["harness", "report"] and ctx.recipe.harness["from_run"] == "runs/demo"
+        assert ctx.recipe.harness["preset"] == "fast" and "mmlu" in ctx.recipe.harness["tasks"]
+        return
     signals = training_signals(ctx)
     assert any(s["used_by"].startswith("ppo") for s in signals)
     if name == "demo":
@@ -151,3 +155,89 @@ def test_a_judge_used_in_training_is_refused(tmp_path, tiny_model_dir):
     data["eval"]["settings"]["judges"][0]["baseline"] = True
     recipe.write_text(yaml.safe_dump(data))
     validate_recipe(recipe, run_dir=tmp_path / "run")
+
+
+def _demo_like_run(root: Path, base: Path) -> Path:
+    """A run as the demo leaves it: sft/, dpo/adapter (QLoRA-style), merge/model (careful merge)."""
+    import shutil
+
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from simplesafe.models.load import load_tokenizer
+    from simplesafe.train.merge import run_merge
+
+    run = root / "demo"
+    run.mkdir(parents=True)
+    (run / "recipe.yaml").write_text(yaml.safe_dump({"name": "demo", "base_model": str(base),
+                                                     "stages": ["sft", "dpo", "merge", "ppo"]}))
+    shutil.copytree(base, run / "sft")
+    model = AutoModelForCausalLM.from_pretrained(str(run / "sft"))
+    torch.manual_seed(0)
+    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear",
+                                                  init_lora_weights=False))  # non-zero B: a stand-in for DPO
+    peft_model.save_pretrained(str(run / "dpo" / "adapter"))
+    load_tokenizer(str(base)).save_pretrained(str(run / "dpo" / "adapter"))
+    run_merge(str(run / "sft"), run / "dpo" / "adapter", run / "merge" / "model", mode="careful", compare=False)
+    for stage_name in ("sft", "dpo", "merge"):
+        (run / stage_name / "DONE").write_text("done\n")
+    return run
+
+
+@pytest.mark.slow
+def test_harness_stage_scores_every_model_of_a_finished_run_and_the_report_has_table1(tmp_path, tiny_model_dir):
+    from simplesafe.runs import path_digest
+
+    import shutil
+
+    src = _demo_like_run(tmp_path, tiny_model_dir)
+    shutil.copytree(tiny_model_dir, src / "ppo")  # a PPO stage that has not finished: no DONE marker
+    before = path_digest(src)
+    recipe = tmp_path / "lb.yaml"
+    recipe.write_text(yaml.safe_dump({"name": "lb", "stages": ["harness", "report"], "harness": {
+        "from_run": str(src), "tasks": ["arc_challenge", "mmlu"], "limit": 2, "batch_size": 4}}))
+    run = tmp_path / "lb"
+    results = run_pipeline(recipe, [], run_dir=run)
+    t = json.loads((run / "harness" / "table1.json").read_text())
+    assert t == results["harness"]
+    assert [r["model"] for r in t["rows"]] == ["base", "sft", "dpo", "dpo-simple-merge"]
+    assert t["not_run"] == {"ppo": f"stage ppo of {src} has not finished"}
+    assert t["skipped_tasks"]["mmlu"].startswith("no local data")  # recorded, not silent
+    assert t["tasks"] == ["arc_challenge"] and t["settings"]["limit"] == 2
+    for r in t["rows"]:
+        assert r["tasks"]["arc_challenge"]["n"] == 2
+    # sft is a copy of the base: the same answers, a difference of exactly 0 inside its interval
+    d = t["differences"]["sft"]["arc_challenge"]
+    assert d["diff"] == 0 and d["verdict"] == "no clear difference"
+    assert t["merge"]["careful"] == "dpo" and t["merge"]["simple"] == "dpo-simple-merge"
+    assert t["merge"]["merge_report"]["mode"] == "careful"
+    simple = json.loads((run / "harness" / "results" / "dpo-simple-merge.json").read_text())
+    assert simple["model"].startswith("simple merge of") and simple["tasks"]["arc_challenge"]["score"] is not None
+    assert path_digest(src) == before  # the scored run is read, never written
+    html = (run / "report.html").read_text()
+    assert "Table 1: Open LLM Leaderboard tasks" in html and "mmlu: not run, no local data" in html
+    assert "careful − simple [95% CI]" in html and "Did simplicity cost capability?" in html
+    assert "Preset fast" in html
+    # a finished stage is not re-run
+    t0 = time.time()
+    run_pipeline(recipe, [], run_dir=run)
+    assert time.time() - t0 < 60
+
+
+def test_harness_section_errors_name_the_key(tmp_path):
+    from simplesafe.pipeline import validate_recipe
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump({"stages": ["harness"], "harness": {"tasks": ["gsm8k"]}}))
+    with pytest.raises(ConfigError, match="unknown harness task"):
+        validate_recipe(recipe, run_dir=tmp_path / "run")
+    recipe.write_text(yaml.safe_dump({"stages": ["harness"], "harness": {"limitt": 3}}))
+    with pytest.raises(ConfigError, match="harness.limitt"):
+        validate_recipe(recipe, run_dir=tmp_path / "run")
+    recipe.write_text(yaml.safe_dump({"stages": ["harness"], "harness": {"models": [{"name": "x", "path": "y"}]}}))
+    with pytest.raises(ConfigError, match="harness.models"):
+        validate_recipe(recipe, run_dir=tmp_path / "run")
+    recipe.write_text(yaml.safe_dump({"stages": ["harness"], "harness": {"from_run": str(tmp_path / "none")}}))
+    with pytest.raises(ConfigError, match="not a run directory"):
+        run_pipeline(recipe, [], run_dir=tmp_path / "run")

@@ -101,10 +101,21 @@ def rubric(args: list[str] = OVERRIDES) -> None:
 
 @app.command("harness", context_settings={"allow_extra_args": True})
 def harness(args: list[str] = OVERRIDES) -> None:
-    """Open LLM Leaderboard tasks with lm-evaluation-harness (optional extra `harness`): model=... out=..."""
-    from simplesafe.eval.harness import HarnessConfig, run_harness
+    """Open LLM Leaderboard tasks with lm-evaluation-harness on local task data: model=... out=... [preset=fast|leaderboard]
+    [tasks=[hellaswag,...]] [limit=N|all|{task: N}] [data_dir=DIR]."""
+    from simplesafe.eval.harness import HarnessConfig, limit_phrase, run_harness
 
     config, overrides = split_config_and_overrides(args)
     cfg = stage_config(HarnessConfig, config, overrides, section="harness")
     res = run_harness(cfg)
-    print_table([{"task": k, **v} for k, v in res["tasks"].items()])
+    rows = [{"task": k, "shots": v["shots"], "metric": v["metric"], "value": _fmt(v["score"]),
+             "stderr": _fmt(v["stderr"]), "n": v["n"]} for k, v in res["tasks"].items()]
+    rows += [{"task": k, "metric": "skipped: " + why} for k, why in res["skipped"].items()]
+    limit = limit_phrase(res["limit"])
+    print_table(rows, title=f"{res['model']}: lm-evaluation-harness {res.get('lm_eval_version')}, preset "
+                            f"{res['preset']}, {limit}, data {res['data_dir']}")
+    for k, v in res["tasks"].items():
+        if v["score"] is not None:
+            se = f" ± {v['stderr']:.4f}" if v["stderr"] is not None else " (no standard error: n < 2)"
+            typer.echo(f"{k} {v['shots']}-shot {v['metric']}: {v['score']:.4f}{se} (n={v['n']})")
+    typer.echo(f"wrote {cfg.out}")

@@ -261,3 +261,123 @@ def reward_model_rows(run_dir: Path, s: dict | None) -> list[dict]:
                      "validation accuracy": (f"{m['validation_accuracy']:.3f}"
                                              if isinstance(m.get("validation_accuracy"), (int, float)) else "–")})
     return rows
+
+
+# ----------------------------------------------------------------------------- Table 1 (harness)
+
+def _pts(x: float | None, signed: bool = False) -> str:
+    """A fraction as percentage points, like the report's Table 1."""
+    if x is None:
+        return "–"
+    return f"{x * 100:+.1f}" if signed else f"{x * 100:.1f}"
+
+
+def _score_cell(e: dict | None) -> str:
+    if not e or e.get("score") is None:
+        return "–"
+    return _pts(e["score"]) + (f" ± {_pts(e['stderr'])}" if e.get("stderr") is not None else "")
+
+
+def _diff_cell(d: dict | None) -> str:
+    if not d:
+        return "–"
+    if d.get("ci") is None:
+        return _pts(d["diff"], signed=True)
+    lo, hi = d["ci"]
+    return f"{_pts(d['diff'], signed=True)} [{_pts(lo, signed=True)}, {_pts(hi, signed=True)}]"
+
+
+def _task_label(t: str, settings: dict) -> str:
+    s = (settings.get("tasks") or {}).get(t) or {}
+    shots = f"{s['shots']}-shot " if s.get("shots") is not None else ""
+    return f"{t} ({shots}{s.get('metric', '')})".replace(" )", ")")
+
+
+def table1_rows(t: dict) -> list[dict]:
+    """Table 1: score ± harness standard error (percentage points) per model and task."""
+    rows = []
+    for r in t.get("rows", []):
+        row = {"model": r["model"], "what": r.get("about", "")}
+        for task in t["tasks"]:
+            row[_task_label(task, t["settings"])] = _score_cell(r["tasks"].get(task))
+        row["average"] = _score_cell(r.get("average"))
+        rows.append(row)
+    for name, why in (t.get("not_run") or {}).items():
+        rows.append({"model": name, "what": f"not scored: {why}"})
+    return rows
+
+
+def table1_difference_rows(t: dict) -> list[dict]:
+    """Per model: the difference to base, points [95% interval], and what the interval says."""
+    rows = []
+    for model, per in (t.get("differences") or {}).items():
+        row = {"model − base": model}
+        for task in [*t["tasks"], "average"]:
+            d = per.get(task)
+            label = _task_label(task, t["settings"]) if task != "average" else "average"
+            row[label] = _diff_cell(d) + (f" ({d['verdict']})" if d and d.get("ci") else "")
+        rows.append(row)
+    return rows
+
+
+def merge_rows(t: dict) -> list[dict]:
+    """Careful vs simple merge of the same adapter, per task (the report, section 3.1)."""
+    m = t.get("merge")
+    if not m:
+        return []
+    by = {r["model"]: r for r in t.get("rows", [])}
+    careful, simple = by.get(m["careful"]), by.get(m["simple"])
+    rows = []
+    for task in [*t["tasks"], "average"]:
+        c = careful.get("average") if task == "average" else careful["tasks"].get(task)
+        s = simple.get("average") if task == "average" else simple["tasks"].get(task)
+        d = m["differences"].get(task)
+        rows.append({"task": _task_label(task, t["settings"]) if task != "average" else "average",
+                     f"careful ({m['careful']})": _score_cell(c), f"simple ({m['simple']})": _score_cell(s),
+                     "careful − simple [95% CI]": _diff_cell(d), "reading": d["verdict"] if d and d.get("ci") else "–"})
+    return rows
+
+
+def _listing(items: list[tuple[str, dict]]) -> str:
+    return ", ".join(f"{task} {_diff_cell(d)} points" for task, d in items)
+
+
+def capability_verdicts(t: dict) -> list[str]:
+    """Sentences computed from Table 1's intervals: did simplicity cost capability, and did the merge matter."""
+    out = []
+    diffs = t.get("differences") or {}
+    merge = t.get("merge") or {}
+    # the merge built only for the comparison is a second build of a model already in the table
+    trained = {m: d for m, d in diffs.items() if m != merge.get("built_row")}
+    if not t.get("base") or not trained:
+        return out
+    costs, gains, halfwidths = [], [], []
+    for model, per in trained.items():
+        lower = [(task, per[task]) for task in t["tasks"] if per.get(task) and per[task]["verdict"] == "lower"]
+        higher = [(task, per[task]) for task in t["tasks"] if per.get(task) and per[task]["verdict"] == "higher"]
+        halfwidths += [(per[task]["ci"][1] - per[task]["ci"][0]) / 2 for task in t["tasks"]
+                       if per.get(task) and per[task].get("ci")]
+        if lower:
+            costs.append(f"{model} scores below the base on {_listing(lower)}")
+        if higher:
+            gains.append(f"{model} scores above the base on {_listing(higher)}")
+    if costs:
+        head = "Did simplicity cost capability? Yes, measurably: " + "; ".join(costs) + " (95% intervals below 0)."
+    elif halfwidths:
+        head = ("Did simplicity cost capability? Not detectably: no fine-tuned model scores below the base outside "
+                f"the 95% intervals; the intervals are ±{min(halfwidths) * 100:.1f} to ±{max(halfwidths) * 100:.1f} "
+                "points wide, so a smaller cost cannot be ruled out.")
+    else:
+        head = "Did simplicity cost capability? Not measurable: the scores have no standard errors."
+    out.append(head)
+    if gains:
+        out.append("Gains over the base (95% intervals above 0): " + "; ".join(gains) + ".")
+    if merge:
+        d = merge.get("differences") or {}
+        clear = [(task, d[task]) for task in t["tasks"] if d.get(task) and d[task]["verdict"] in ("lower", "higher")]
+        every = [(task, d[task]) for task in t["tasks"] if d.get(task)]
+        if every:
+            out.append(f"Careful vs simple merge of the same adapter ({merge['careful']} vs {merge['simple']}): "
+                       + ("the merges differ on " + _listing(clear) if clear else
+                          "no difference outside the 95% intervals (" + _listing(every) + ")") + ".")
+    return out

@@ -9,7 +9,9 @@ What it reads (each part is optional; a missing part shows "not run"):
   (per eval set x model) and readability distributions (:mod:`simplesafe.eval.run`).
 - ``RUN/eval*/pairwise/<a>_vs_<b>/summary.json``: win rates with CIs, LC win rates, biases.
 - ``RUN/eval*/rubric/<model>/summary.json``: rubric grades.
-- ``RUN/eval*/harness/<model>.json``: Open LLM Leaderboard tasks.
+- ``RUN/harness/table1.json`` (the ``harness`` stage): Table 1, Open LLM Leaderboard tasks per
+  model with standard errors and differences to the base, and the careful vs simple merge;
+  else ``RUN/eval*/harness/<model>.json`` files written by ``simplesafe eval harness``.
 - ``RUN/eval*/generations/<model>.jsonl``: the side-by-side answer browser.
 - ``RUN/rm*/metrics.json``: reward-model accuracies; ``RUN/<stage>/metrics.json``: other
   headline numbers.
@@ -142,18 +144,55 @@ def collect_rubric(run_dir: Path) -> list[dict]:
     return rows
 
 
-def collect_harness(run_dir: Path) -> list[dict]:
-    rows = []
+def collect_table1(run_dir: Path) -> dict | None:
+    """Table 1 from the harness stage, or built from ``eval harness`` result files in ``RUN/eval*/harness/``."""
+    t = run_dir / "harness" / "table1.json"
+    if t.exists():
+        data = _load_json(t)
+        return data if isinstance(data, dict) and "rows" in data else None
+    results = {}
     for es in eval_sets(run_dir):
         for f in sorted((es / "harness").glob("*.json")):
             s = _load_json(f)
-            if s and "tasks" in s:
-                row = {"model": f.stem}
-                for task, t in s["tasks"].items():
-                    row[f"{task} ({t.get('shots')}-shot)"] = _fmt(t.get("score"))
-                row["average"] = _fmt(s.get("average"))
-                rows.append(row)
-    return rows
+            if isinstance(s, dict) and isinstance(s.get("tasks"), dict):
+                results[f.stem] = s
+    if not results:
+        return None
+    from simplesafe.eval.harness_table import table1
+
+    order = sorted(results, key=lambda n: (n != "base", n))
+    return table1({n: results[n] for n in order}, base="base")
+
+
+def table1_context(t: dict | None) -> dict | None:
+    """What the template shows of Table 1: settings line, rows, differences, merge comparison, verdicts."""
+    if not t:
+        return None
+    from simplesafe.report import findings
+
+    st = t.get("settings") or {}
+    from simplesafe.eval.harness import limit_phrase
+
+    limit = limit_phrase(st.get("limit"))
+    per_task = "; ".join(
+        f"{task}: {v.get('shots')}-shot {v.get('metric')}, n = {v.get('n')} of {v.get('n_available')} "
+        f"({v.get('scored_split')} split" + (f", few-shot examples from {v['fewshot_from']}" if v.get("fewshot_from")
+                                            else "") + ")"
+        for task, v in (st.get("tasks") or {}).items())
+    return {
+        "settings": f"Preset {st.get('preset')}: {st.get('preset_about')}; here {limit}. lm-evaluation-harness "
+                    f"{st.get('lm_eval_version')} with its own task definitions on local data from {st.get('data_dir')}; "
+                    + ("prompts in the chat template" if st.get("apply_chat_template") else "no chat template")
+                    + (f"; models of {t['source_run']}" if t.get("source_run") else "") + ".",
+        "per_task": per_task,
+        "skipped": [f"{task}: not run, {why}" for task, why in (t.get("skipped_tasks") or {}).items()],
+        "method": t.get("method"),
+        "rows": findings.table1_rows(t),
+        "difference_rows": findings.table1_difference_rows(t),
+        "merge_rows": findings.merge_rows(t),
+        "merge_report": (t.get("merge") or {}).get("merge_report"),
+        "verdicts": findings.capability_verdicts(t),
+    }
 
 
 def _flatten(d: dict, prefix: str = "", depth: int = 0) -> dict:
@@ -302,7 +341,7 @@ def render_report(run_dir: str | Path, out: str | Path | None = None, max_prompt
                           for r in pairwise_rows],
         "winrate_png": plots.win_rate_bars(pairwise_rows),
         "rubric_rows": collect_rubric(run_dir),
-        "harness_rows": collect_harness(run_dir),
+        "table1": table1_context(collect_table1(run_dir)),
         "rm_rows": rm_rows,
         "stage_rows": stage_rows,
         "curves": collect_curves(run_dir),

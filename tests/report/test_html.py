@@ -161,3 +161,21 @@ def test_notes_are_shown_escaped_at_the_top(tmp_path):
     html = render_report(tmp_path / "run", notes=["What a tiny model <cannot> show."]).read_text()
     assert "What a tiny model &lt;cannot&gt; show." in html
     assert html.index("What a tiny model") < html.index('id="metrics"')
+
+
+def test_table1_from_eval_harness_result_files(tmp_path):
+    """`simplesafe eval harness out=RUN/eval/harness/<model>.json` files make Table 1 without the stage."""
+    run = tmp_path / "run"
+    (run / "eval" / "harness").mkdir(parents=True)
+    for model, score in (("sft", 0.36), ("base", 0.43)):
+        (run / "eval" / "harness" / f"{model}.json").write_text(json.dumps({
+            "preset": "fast", "limit": 1000, "data_dir": "data/harness", "lm_eval_version": "0.4.13",
+            "skipped": {"mmlu": "no local data: data/harness/mmlu"},
+            "tasks": {"hellaswag": {"score": score, "stderr": 0.015, "n": 1000, "shots": 0, "metric": "acc_norm",
+                                    "n_available": 1000, "scored_split": "validation", "fewshot_from": None}}}))
+    html = render_report(run).read_text()
+    section = html[html.index('<h2 id="harness">'):html.index('<h2 id="rm">')]
+    assert section.index("<td>base</td>") < section.index("<td>sft</td>")  # the base row first
+    assert "43.0 ± 1.5" in section and "-7.0 [-11.2, -2.8] (lower)" in section
+    assert "mmlu: not run, no local data: data/harness/mmlu" in section
+    assert "Did simplicity cost capability? Yes, measurably: sft scores below the base on hellaswag" in section
