@@ -89,11 +89,13 @@ def test_ppo_learns_to_answer_briefly_when_rewarded_for_it(tiny_model_dir, rl_di
     """A reward that only prefers short answers must shorten them: the test fails if learning is broken.
 
     The micro model is close to random (entropy ~5.4 nats/token), so the effect is modest;
-    on it this run went from ~3.4 to ~2.6 words per answer (first vs last four steps).
+    on it this run went from ~3.2 to ~2.1 words per answer (first vs last four steps). It runs in
+    fp32: in bf16 the frozen base is stored in bf16 (the GPU rule), and with a hidden size of 64 the
+    bf16 residual stream rounds away most of twelve steps' adapter updates (~3.4 to ~3.2 words).
     """
     brevity = CompositeReward([], custom={"brevity": (lambda qs, ans: [-len(a.split()) / 10 for a in ans], 1.0)})
     cfg = fast_cfg(tiny_model_dir, rl_dir, steps=12, batch_size=16, mini_batch_size=8, ppo_epochs=4, max_new_tokens=10,
-                   lr=5e-3, init_kl_coef=0.01)
+                   lr=5e-3, init_kl_coef=0.01, precision="fp32")
     train_ppo(cfg, tmp_path / "ppo", progress=False, reward=brevity)
     rows = [json.loads(line) for line in (tmp_path / "ppo" / "log.jsonl").read_text().splitlines()]
     first = sum(r["response_words"] for r in rows[:4]) / 4
