@@ -71,7 +71,7 @@ import math
 import shutil
 import sys
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Callable, Literal
 
@@ -327,23 +327,43 @@ class PPOModels:
         for p in self._trainable:
             p.requires_grad_(True)
 
+    @contextmanager
+    def value_adapter(self):
+        """With ``value_model: lora``: the value adapter active inside (its backward pass too, so that gradient
+        checkpointing recomputes the layers with the adapter that ran them); a no-op otherwise."""
+        if self.value_kind != "lora":
+            yield
+            return
+        self._use_adapter("value")
+        try:
+            yield
+        finally:
+            self._use_adapter("default")
+
+    def policy_logits(self, seqs, attn, P: int, temperature: float):
+        """Logits (scaled by 1/temperature) predicting the response tokens, and the trunk's last hidden state."""
+        hidden = self._last_hidden(self.policy, seqs, attn)
+        return self._logits(self.policy, hidden, P, temperature), hidden
+
+    def values(self, seqs, attn, P: int, policy_hidden=None):
+        """The value before each response token: the head on the policy's hidden state (``head``), on the trunk
+        with the value adapter (``lora``; call inside :meth:`value_adapter`), or on the value model's trunk."""
+        if self.value_kind == "head":
+            hidden = policy_hidden if policy_hidden is not None else self._last_hidden(self.policy, seqs, attn)
+        elif self.value_kind == "lora":
+            hidden = self._last_hidden(self.policy, seqs, attn)
+        else:
+            hidden = self.value_trunk(input_ids=seqs, attention_mask=attn, position_ids=self._positions(attn),
+                                      use_cache=False).last_hidden_state
+        return self.value_head(hidden[:, P - 1:-1].float()).squeeze(-1)
+
     def forward(self, seqs, attn, P: int, temperature: float):
         """Logits (scaled by 1/temperature) predicting the response tokens, and the values before each."""
-        hidden = self._last_hidden(self.policy, seqs, attn)
-        logits = self._logits(self.policy, hidden, P, temperature)
-        if self.value_kind == "head":
-            value_hidden = hidden
-        elif self.value_kind == "lora":
-            self._use_adapter("value")
-            try:
-                value_hidden = self._last_hidden(self.policy, seqs, attn)
-            finally:
-                self._use_adapter("default")
-        else:
-            value_hidden = self.value_trunk(input_ids=seqs, attention_mask=attn, position_ids=self._positions(attn),
-                                            use_cache=False).last_hidden_state
-        values = self.value_head(value_hidden[:, P - 1:-1].float()).squeeze(-1)
-        return logits, values
+        logits, hidden = self.policy_logits(seqs, attn, P, temperature)
+        if self.value_kind == "lora":
+            with self.value_adapter():
+                return logits, self.values(seqs, attn, P)
+        return logits, self.values(seqs, attn, P, hidden)
 
     def reference_logits(self, seqs, attn, P: int, temperature: float):
         ctx = self.policy.disable_adapter() if self.reference is None else nullcontext()
@@ -641,21 +661,35 @@ def train_ppo(cfg: PPOStageConfig, out_dir: str | Path, progress: bool = True,
             for s in range(0, cfg.batch_size, cfg.mini_batch_size):
                 mb = perm[s: s + cfg.mini_batch_size].to(device)
                 m = mask[mb]
+                optimizer.zero_grad(set_to_none=True)
                 with autocast():
-                    logits, values = models.forward(seqs[mb], attn[mb], P, cfg.temperature)
+                    logits, hidden = models.policy_logits(seqs[mb], attn[mb], P, cfg.temperature)
                 logp = token_logprobs(logits, responses[mb])
                 pg_loss, pg_stats = clipped_policy_loss(logp, old_logp[mb], advantages[mb], m, cfg.cliprange)
-                vf_loss, vf_stats = clipped_value_loss(values, old_values[mb], returns[mb], m, cfg.cliprange_value)
                 # without an entropy bonus the entropy is only logged: no graph (and no memory) for it
                 entropy = masked_mean(entropy_from_logits(logits if cfg.ent_coef else logits.detach()), m)
-                loss = pg_loss + cfg.vf_coef * vf_loss - cfg.ent_coef * entropy
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
+                if models.value_kind == "lora":
+                    # the value function has its own adapter and shares no trainable weight with the policy: one
+                    # backward pass per adapter, each with its adapter active (checkpointing recomputes with it)
+                    scaler.scale(pg_loss - cfg.ent_coef * entropy).backward()
+                    del logits, hidden
+                    with models.value_adapter():
+                        with autocast():
+                            values = models.values(seqs[mb], attn[mb], P)
+                        vf_loss, vf_stats = clipped_value_loss(values, old_values[mb], returns[mb], m,
+                                                               cfg.cliprange_value)
+                        scaler.scale(cfg.vf_coef * vf_loss).backward()
+                else:
+                    with autocast():
+                        values = models.values(seqs[mb], attn[mb], P, hidden)
+                    vf_loss, vf_stats = clipped_value_loss(values, old_values[mb], returns[mb], m, cfg.cliprange_value)
+                    scaler.scale(pg_loss + cfg.vf_coef * vf_loss - cfg.ent_coef * entropy).backward()
+                    del logits, hidden
                 scaler.unscale_(optimizer)
                 torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
                 scaler.step(optimizer)
                 scaler.update()
-                del logits, values, loss
+                del values
                 for key, value in (("policy_loss", pg_loss), ("value_loss", vf_loss), ("entropy", entropy),
                                    ("clipfrac", pg_stats["clipfrac"]), ("value_clipfrac", vf_stats["clipfrac"]),
                                    ("approx_kl", pg_stats["approx_kl"]), ("ratio", pg_stats["ratio"])):
