@@ -6,9 +6,9 @@ costs no memory, and counts from it:
 
 - every parameter, and those bitsandbytes would quantise to NF4 (every ``nn.Linear`` but the
   modules transformers keeps out of quantisation: the LM head or score head, tied weights);
-- the trainable parameters of a LoRA adapter, by applying peft's own ``get_peft_model`` to
-  the empty model (so ``target_modules: all-linear`` and the ``SEQ_CLS`` score head count
-  exactly as peft will make them);
+- the trainable parameters of a LoRA adapter, with peft's own target selection on the empty
+  model (so ``target_modules: all-linear`` and the ``SEQ_CLS`` score head count as peft will
+  make them; ``tests/plan`` checks the count against a real peft model);
 - the sizes the activation formulas use: hidden, intermediate, layers, heads, key/value
   heads, head dimension, vocabulary.
 
@@ -95,17 +95,34 @@ def _empty_model(config_json: str, kind: str):
     return model
 
 
+@lru_cache(maxsize=16)
+def _meta_model(config_json: str, kind: str):
+    return _empty_model(config_json, kind)
+
+
 @lru_cache(maxsize=64)
 def _lora_params(config_json: str, kind: str, r: int, targets) -> int:
-    from accelerate import init_empty_weights
-    from peft import LoraConfig, get_peft_model
+    """LoRA parameters: ``r x (in + out)`` for every layer peft's own target selection picks (``all-linear``
+    resolved by peft, names matched by peft), plus the copy of a classifier's score head peft trains."""
+    import torch
+    from peft import LoraConfig
+    from peft.tuners.tuners_utils import _maybe_include_all_linear_layers, check_target_module_exists
 
-    model = _empty_model(config_json, kind)
+    model = _meta_model(config_json, kind)
     task = {"classifier": "SEQ_CLS", "causal": "CAUSAL_LM"}.get(kind)
-    with init_empty_weights():
-        peft_model = get_peft_model(model, LoraConfig(r=r, lora_alpha=r, target_modules=list(targets)
-                                                      if isinstance(targets, tuple) else targets, task_type=task))
-    return sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
+    config = LoraConfig(r=r, target_modules=list(targets) if isinstance(targets, tuple) else targets, task_type=task)
+    config = _maybe_include_all_linear_layers(config, model)
+    total = 0
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Linear) and check_target_module_exists(config, name):
+            total += r * (module.in_features + module.out_features)
+    if kind == "classifier":
+        from peft.utils.constants import SEQ_CLS_HEAD_NAMES
+
+        head = next((getattr(model, n) for n in SEQ_CLS_HEAD_NAMES if getattr(model, n, None) is not None), None)
+        if head is not None:
+            total += sum(p.numel() for p in head.parameters())
+    return total
 
 
 def _quantizable(model) -> tuple[int, int]:
@@ -127,7 +144,7 @@ def _quantizable(model) -> tuple[int, int]:
 
 @lru_cache(maxsize=64)
 def shape_from_config(config_json: str, kind: str, name: str) -> ModelShape:
-    model = _empty_model(config_json, kind)
+    model = _meta_model(config_json, kind)
     cfg = model.config.get_text_config()
     params = sum(p.numel() for p in model.parameters())
     heads = int(getattr(cfg, "num_attention_heads"))

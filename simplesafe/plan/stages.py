@@ -64,6 +64,11 @@ class StagePlan:
 
 def resolve_model(ctx, name: str) -> str:
     """A model path that exists (or a hub/embedded name); stage outputs not written yet become the base model."""
+    base = ctx.base_model
+    if not Path(base).exists() and ctx.recipe.base_model.startswith("embedded:"):
+        base = ctx.recipe.base_model  # not built or converted yet: planned from its config
+    if str(name) == ctx.base_model:
+        return base
     p = Path(str(name)).expanduser()
     if p.exists():
         if (p / "config.json").exists() or (p / "adapter_config.json").exists():
@@ -73,7 +78,7 @@ def resolve_model(ctx, name: str) -> str:
     except (OSError, ValueError):
         inside = False
     if inside or (not p.exists() and ("/" in str(name) and Path(str(name)).parts[0] in ("runs", "."))):
-        return ctx.base_model
+        return base
     return str(name)
 
 
@@ -118,7 +123,7 @@ def _rm_backbone(ctx, path: str) -> str:
             return cfg.backbone
     if (p / "reward_config.json").exists():
         return json.loads((p / "reward_config.json").read_text()).get("backbone", ctx.base_model)
-    return ctx.base_model
+    return resolve_model(ctx, ctx.base_model)
 
 
 # ----------------------------------------------------------------------------- training stages
