@@ -109,6 +109,23 @@ def test_plan_cli_marks_stages_and_exits_2_when_one_does_not_fit(tmp_path):
     assert small.stdout.startswith("| stage | peak |") and re.search(r"^\| rm \|.*\| NO \|$", small.stdout, re.M)
 
 
+def test_readme_hardware_table_is_the_plan(plans, monkeypatch):
+    """README's table is generated (scripts/hardware_table.py --write), so it cannot drift from the plan."""
+    import importlib.util
+
+    monkeypatch.chdir(REPO)  # the table names recipes by their paths in the repository
+    from simplesafe.plan import README_END, README_START, hardware_table
+
+    spec = importlib.util.spec_from_file_location("hardware_table", REPO / "scripts" / "hardware_table.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    readme = (REPO / "README.md").read_text()
+    block = readme.split(README_START, 1)[1].split(README_END, 1)[0].strip()
+    by_name = {name: got for name, got in plans.items()}
+    assert block == hardware_table([Path(r) for r in script.RECIPES], by_name)
+    assert "40 GB for PPO" not in readme  # the old guess
+
+
 # ----------------------------------------------------------------------------- recipe paths in docs
 
 DOC_FILES = sorted([*(REPO / "simplesafe").rglob("*.py"), *(REPO / "bench").glob("*.py"), REPO / "README.md",
