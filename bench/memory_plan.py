@@ -3,6 +3,7 @@
     python bench/memory_plan.py                      # the default cases (about 5 minutes on 2 cores)
     python bench/memory_plan.py --case sft-lora      # one case
     python bench/memory_plan.py --json out.json      # also write the rows
+    python bench/memory_plan.py --device cuda        # on a GPU: torch.cuda.max_memory_allocated, GPU plan
 
 Each case runs the real trainer (:func:`simplesafe.train.sft.train_sft`,
 :func:`~simplesafe.train.reward.train_reward_model`, :func:`~simplesafe.train.dpo.train_dpo`,
@@ -14,7 +15,8 @@ config on the CPU target (bf16 where the CPU has native bf16, else fp32). Sequen
 fill ``max_length`` and PPO answers to run to ``max_new_tokens`` (``min_new_tokens`` is set for
 the measurement), so the run reaches the worst case the plan describes.
 
-On a GPU run ``scripts/gpu_check.sh`` instead (``torch.cuda.max_memory_allocated`` per stage).
+With ``--device cuda`` the same cases run on the GPU and the measured peak is
+``torch.cuda.max_memory_allocated`` (``scripts/gpu_check.sh`` runs this, then a whole recipe).
 """
 
 from __future__ import annotations
@@ -83,28 +85,34 @@ def _configs(case: dict, tmp: Path):
                           rewards=[{"kind": "simplicity"}, {"kind": "safety"}]), None
 
 
-def plan_case(case: dict, tmp: Path) -> dict:
-    """The plan's peak for a case on this CPU."""
+def plan_case(case: dict, tmp: Path, device: str = "cpu") -> dict:
+    """The plan's peak for a case on this machine's ``device``."""
     from simplesafe.plan import target_for
     from simplesafe.plan import stages as S
 
     cfg, _ = _configs(case, tmp)
     ctx = _context(tmp)
-    target = target_for("cpu")
+    target = target_for(device)
     plan = {"sft": S.plan_sft, "rm": S.plan_rm, "dpo": S.plan_dpo, "ppo": S.plan_ppo}[case["stage"]](ctx, cfg, target)
     return {"planned": plan.peak, "planned_phase": plan.peak_phase.name, "precision": target.auto_precision,
             "planned_items": {i.name: i.bytes for i in plan.peak_phase.items}}
 
 
-def run_case(case: dict, tmp: Path) -> dict:
-    """Run the case's trainer under the tracker; returns the measured peak and its split."""
+def run_case(case: dict, tmp: Path, device: str = "cpu") -> dict:
+    """Run the case's trainer under the tracker (CPU) or with CUDA's allocator statistics; returns the peak."""
+    import contextlib
+
+    import torch
+
     from simplesafe.plan.measure import TensorMemoryTracker
 
     cfg, rows = _configs(case, tmp)
     stage = case["stage"]
     tracker = TensorMemoryTracker(record_where=bool(os.environ.get("MEMPLAN_WHERE")))
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
     t0 = time.time()
-    with tracker:
+    with tracker if device == "cpu" else contextlib.nullcontext():
         if stage == "sft":
             from simplesafe.train.sft import train_sft
 
@@ -134,25 +142,28 @@ def run_case(case: dict, tmp: Path) -> dict:
                 ppo.train_ppo(cfg, tmp / "ppo", progress=False)
             finally:
                 sampling.SamplingParams = real
+    if device == "cuda":
+        return {"measured": torch.cuda.max_memory_allocated(), "seconds": round(time.time() - t0, 1)}
     return {"measured": tracker.peak_bytes, "measured_weights": tracker.peak_breakdown["weights"],
             "seconds": round(time.time() - t0, 1), "where": tracker.peak_where,
             "largest": tracker.peak_largest}
 
 
-def child(name: str) -> None:
+def child(name: str, device: str = "cpu") -> None:
     case = CASES[name]
     with tempfile.TemporaryDirectory(prefix=f"memplan-{name}-") as tmp:
         tmp = Path(tmp)
-        row = {"case": name, **case, **plan_case(case, tmp), **run_case(case, tmp)}
+        row = {"case": name, "device": device, **case, **plan_case(case, tmp, device), **run_case(case, tmp, device)}
     row["ratio"] = row["planned"] / row["measured"]
     print("RESULT " + json.dumps(row))
 
 
-def measure(names: list[str]) -> list[dict]:
+def measure(names: list[str], device: str = "cpu") -> list[dict]:
     rows = []
     for name in names:
         env = dict(os.environ, TOKENIZERS_PARALLELISM="false")
-        proc = subprocess.run([sys.executable, __file__, "--child", name], capture_output=True, text=True, env=env)
+        proc = subprocess.run([sys.executable, __file__, "--child", name, "--device", device], capture_output=True,
+                              text=True, env=env)
         line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
         if proc.returncode != 0 or not line:
             raise RuntimeError(f"{name} failed:\n{proc.stderr[-4000:]}")
@@ -164,12 +175,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--case", action="append", choices=sorted(CASES), help="run only these cases")
     ap.add_argument("--json", type=Path, help="write the rows here")
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="cpu: tensor tracker; cuda: "
+                    "torch.cuda.max_memory_allocated")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        child(args.child)
+        child(args.child, args.device)
         return
-    rows = measure(args.case or DEFAULT_CASES)
+    rows = measure(args.case or DEFAULT_CASES, args.device)
     print(f"{'case':<12}{'precision':>10}{'planned MiB':>13}{'measured MiB':>14}{'plan/measured':>15}  peak phase")
     for r in rows:
         print(f"{r['case']:<12}{r['precision']:>10}{r['planned'] / 2**20:>13.0f}{r['measured'] / 2**20:>14.0f}"

@@ -772,11 +772,13 @@ def run_pipeline(recipe_path: Path, overrides: list[str], run_dir: Path | None =
 
 
 def release_stage_models() -> None:
-    """Between stages: drop the per-process model caches (sentence encoders) and return freed GPU memory, so
-    nothing one stage loaded stays resident in the next."""
+    """Between stages: drop the per-process model caches (sentence encoders, curation's toxicity scorers) and
+    return freed GPU memory, so nothing one stage loaded stays resident in the next."""
+    from simplesafe.data import scoring
     from simplesafe.models.load import clear_encoder_cache, release_memory
 
     clear_encoder_cache()
+    scoring._SCORERS.clear()
     release_memory()
 
 
