@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from simplesafe.atomic import write_json
 from simplesafe.config import StageConfig, deep_merge, dump_config, load_config, validate
@@ -55,11 +55,11 @@ class RecipeConfig(StageConfig):
                             "wheel) or embedded:tiny (built by tiny_model)")
     template: str | None = Field(None, description="prompt format of every trained model: 'chat' (the tokenizer's "
                                  "chat template, e.g. SmolLM2-Instruct's) or a string with {question}; none = the "
-                                 "report's '### Human: {question} ### Assistant:'")
+                                 "report's format (simplesafe.text.prompt.REPORT_TEMPLATE)")
     stages: list[str] = Field(default_factory=lambda: ["tiny_model", "data", "backward", "synth", "sft", "rm", "dpo", "merge",
                                                         "ppo", "eval", "report"])
     tiny_model: dict = Field(default_factory=dict, description="simplesafe.models.tiny.TinyModelConfig")
-    data: dict = Field(default_factory=dict, description="simplesafe.data.pipeline.DataBuildConfig")
+    data: dict = Field(default_factory=dict, description="simplesafe.data.config.DataBuildConfig")
     backward: dict = Field(default_factory=dict, description="BackwardStageConfig (Humpback backward model)")
     synth: dict = Field(default_factory=dict, description="simplesafe.synth.backtranslate.BacktranslateConfig")
     sft: dict = Field(default_factory=dict, description="simplesafe.train.sft.SFTStageConfig")
@@ -179,14 +179,14 @@ def _tiny_model(ctx: Context) -> dict:
 
 
 def _data_cfg(ctx: Context):
-    from simplesafe.data.pipeline import DataBuildConfig
+    from simplesafe.data.config import DataBuildConfig
 
     return _section(DataBuildConfig, ctx.recipe.data, "data", {"seed": ctx.recipe.seed})
 
 
 @register("data")
 def _data(ctx: Context) -> dict:
-    from simplesafe.data.pipeline import build_datasets, print_funnel
+    from simplesafe.data.build import build_datasets, print_funnel
 
     headline = build_datasets(_data_cfg(ctx), ctx.path("data"), force=ctx.force)
     stats_path = ctx.path("data", "stats.json")
@@ -197,6 +197,7 @@ def _data(ctx: Context) -> dict:
 
 def _backward_cfgs(ctx: Context):
     from simplesafe.synth.prompts import BACKTRANSLATE_SYSTEM
+    from simplesafe.text.prompt import REPORT_TEMPLATE
     from simplesafe.train.sft import SFTStageConfig
 
     cfg = _section(BackwardStageConfig, ctx.recipe.backward, "backward")
@@ -205,7 +206,7 @@ def _backward_cfgs(ctx: Context):
         defaults = {"template": "chat", "system": BACKTRANSLATE_SYSTEM}
     else:
         # ... which for the report's format is "<system>\n### Human: <prompt with the answer> ### Assistant:"
-        defaults = {"template": BACKTRANSLATE_SYSTEM + "\n### Human: {question} ### Assistant:"}
+        defaults = {"template": BACKTRANSLATE_SYSTEM + "\n" + REPORT_TEMPLATE}
     sft = _section(SFTStageConfig, cfg.sft, "backward.sft",
                    {"model": ctx.base_model, "seed": ctx.recipe.seed, **defaults})
     return cfg, sft
@@ -217,7 +218,8 @@ def _backward(ctx: Context) -> dict:
     import random
 
     from simplesafe.data.filters import Funnel
-    from simplesafe.data.pipeline import _load_questions, assign_split
+    from simplesafe.data.config import assign_split
+    from simplesafe.data.qa import load_questions
     from simplesafe.runs import stage
     from simplesafe.synth.prompts import BACKTRANSLATE_PROMPT
     from simplesafe.text.clean import clean_question, clean_reddit_text
@@ -230,7 +232,7 @@ def _backward(ctx: Context) -> dict:
         if st.skipped:
             return json.loads((st.dir / "metrics.json").read_text())
         pairs = []
-        for q in _load_questions(dcfg, [], Funnel()):
+        for q in load_questions(dcfg, [], Funnel()):
             split = q.split or assign_split(q.id, dcfg.seed, dcfg.validation_fraction, dcfg.test_fraction)
             if split != "train" or not q.answers:
                 continue  # validation/test questions never reach any model
@@ -503,8 +505,8 @@ def training_signals(ctx: Context) -> list[dict]:
                 item = {"name": f"{stage_name} reward: simplicity (Flesch FRE/FKG)", "axis": "simplicity",
                         "kind": "fre", "keys": [scorer_key("fre")]}
             elif src.kind == "safety":
-                item = {"name": f"{stage_name} reward: safety (1 - toxicity, {src.toxicity_backend or 'default'})",
-                        "axis": "safety", "kind": "toxicity", "keys": [scorer_key("toxicity", src.toxicity_backend)]}
+                item = {"name": f"{stage_name} reward: safety (1 - toxicity, {src.toxicity.backend})",
+                        "axis": "safety", "kind": "toxicity", "keys": [scorer_key("toxicity", src.toxicity.backend)]}
             elif src.kind == "length":
                 item = {"name": f"{stage_name} reward: length guard", "axis": "length", "kind": "length",
                         "keys": ["length:"]}
@@ -617,8 +619,9 @@ def _eval(ctx: Context) -> dict:
                     continue  # one question asked twice (two files) counts once
                 seen.add(row["prompt"])
                 n += 1
+                ref = row.get("completion") or row.get("reference")  # SFT answer, or the RL row's preferred answer
                 rows.append({"id": f"{p.parent.name}/{row.get('id', i)}", "prompt": row["prompt"],
-                             **({"reference": row["completion"]} if row.get("completion") else {}),
+                             **({"reference": ref} if isinstance(ref, str) and ref.strip() else {}),
                              "source": row.get("source", p.parent.name)})
         if not rows:
             raise ConfigError("eval: no held-out prompts found (check eval.prompts)")
@@ -677,7 +680,7 @@ def _summary(ctx: Context, results: dict) -> None:
         accs = ", ".join(f"{k} {v.get('validation_accuracy', float('nan')):.2f}" for k, v in results["rm"].items())
         lines.append(f"reward-model validation accuracy: {accs}")
     if "eval" in results and isinstance(results["eval"], dict):
-        from simplesafe.commands.common import print_table
+        from simplesafe.tables import print_table
 
         def cell(e):
             if not isinstance(e, dict) or e.get("mean") is None:
@@ -762,7 +765,7 @@ def run_pipeline(recipe_path: Path, overrides: list[str], run_dir: Path | None =
     write_json(timings_path, final)
     if "report" in recipe.stages:  # re-render so the report shows the final timing table
         results["report"] = STAGES["report"](ctx)
-    from simplesafe.commands.common import print_table
+    from simplesafe.tables import print_table
 
     print()
     print_table(final, title=f"Stage timings (this invocation) for {rdir}")

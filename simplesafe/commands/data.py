@@ -13,7 +13,8 @@ from typing import List, Optional
 
 import typer
 
-from simplesafe.commands.common import FORCE, OVERRIDES, print_table, split_config_and_overrides, stage_config
+from simplesafe.commands.common import FORCE, OVERRIDES, split_config_and_overrides, stage_config
+from simplesafe.tables import print_table
 from simplesafe.errors import ConfigError
 
 app = typer.Typer(help="Curate data: score text, remove leakage, build SFT / reward-model / RL datasets.", no_args_is_help=True)
@@ -84,7 +85,8 @@ def build(
     force: bool = FORCE,
 ) -> None:
     """Build SFT / RM / RL datasets: RECIPE.yaml (its `data` section) and/or key=value overrides."""
-    from simplesafe.data.pipeline import DataBuildConfig, build_datasets, print_funnel
+    from simplesafe.data.build import build_datasets, print_funnel
+    from simplesafe.data.config import DataBuildConfig
 
     config, overrides = split_config_and_overrides(args)
     cfg = stage_config(DataBuildConfig, config, overrides, section="data")

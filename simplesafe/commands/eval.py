@@ -1,13 +1,17 @@
-"""``simplesafe eval``: Evaluate: generate answers, metrics, pairwise win rates, rubric judges, leaderboard tasks."""
+"""``simplesafe eval``: Evaluate: generate answers, metrics, pairwise win rates, rubric judges, leaderboard tasks.
+
+    simplesafe eval pairwise --a A.json --b B.json --annotators offline --out cmp/   # A (output_1) against B
+    simplesafe eval winrate annotations.json --out wr/                               # output_2 against output_1
+"""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
 
-from simplesafe.commands.common import OVERRIDES, print_table, split_config_and_overrides, stage_config
+from simplesafe.commands.common import OVERRIDES, split_config_and_overrides, stage_config
+from simplesafe.tables import print_table
 
 app = typer.Typer(help="Evaluate: generate answers, metrics, pairwise win rates, rubric judges, leaderboard tasks.", no_args_is_help=True)
 
@@ -34,6 +38,23 @@ def pairwise(
                   "ci": f"[{_fmt(s['ci_low'])}, {_fmt(s['ci_high'])}]", "lc_win_rate": _fmt(s["lc_win_rate"]),
                   "length_bias": _fmt(s["length_bias"]), "position_bias": _fmt(s["position_bias"])}])
     typer.echo(f"wrote {out / 'annotations.jsonl'} and {out / 'summary.json'}")
+
+
+@app.command("winrate")
+def winrate(
+    annotations: Path = typer.Argument(..., help="AlpacaEval annotations (JSON list or JSONL: instruction, output_1, "
+                                                 "output_2, preference; 1 = output_1 wins, 2 = output_2 wins, 0/1.5 tie)"),
+    out: Path = typer.Option(..., "--out", help="output folder: summary.json"),
+    difficulty: Path = typer.Option(None, "--difficulty", help="rows with instruction + instruction_difficulty for the "
+                                                               "GLM's difficulty term (default: none, or the rows' own field)"),
+) -> None:
+    """Win rate of output_2 over output_1, its standard error and AlpacaEval's length-controlled win rate (fractions)."""
+    from simplesafe.eval.winrate import run_winrate
+
+    s = run_winrate(annotations, out, difficulty=difficulty)
+    print_table([{"model": s["generator_2"], "baseline": s["generator_1"], "n": s["n"], "win_rate": _fmt(s["win_rate"]),
+                  "standard_error": _fmt(s["standard_error"]), "lc_win_rate": _fmt(s["lc_win_rate"])}])
+    typer.echo(f"wrote {out / 'summary.json'}")
 
 
 @app.command("generate", context_settings={"allow_extra_args": True})

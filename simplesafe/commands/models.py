@@ -88,7 +88,7 @@ def build_safety(
 
     ARGS: an optional YAML config, then key=value overrides, e.g. data_dir=/data seed=1 limits.implicit_hate=2000.
     """
-    from simplesafe.commands.common import print_table
+    from simplesafe.tables import print_table
     from simplesafe.safety.build import SafetyBuildConfig, build_safety_classifier
     from simplesafe.safety.classifier import META_FILE, cache_artifact_dir
 

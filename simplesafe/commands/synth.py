@@ -6,7 +6,8 @@ from pathlib import Path
 
 import typer
 
-from simplesafe.commands.common import FORCE, OVERRIDES, print_table, split_config_and_overrides, stage_config
+from simplesafe.commands.common import FORCE, OVERRIDES, split_config_and_overrides, stage_config
+from simplesafe.tables import print_table
 
 app = typer.Typer(help="Synthesise instruction data: backtranslation, Self-Instruct, Humpback self-curation, LIMA-style selection.", no_args_is_help=True)
 

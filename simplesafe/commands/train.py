@@ -17,7 +17,8 @@ from typing import List, Optional
 
 import typer
 
-from simplesafe.commands.common import FORCE, OVERRIDES, print_table, split_config_and_overrides, stage_config
+from simplesafe.commands.common import FORCE, OVERRIDES, split_config_and_overrides, stage_config
+from simplesafe.tables import print_table
 
 app = typer.Typer(help="Train: SFT, reward models, DPO, PPO, GRPO, RLOO, best-of-n, expert iteration.",
                   no_args_is_help=True)

@@ -32,7 +32,7 @@ workers)::
         simplesafe data build recipe.yaml executor=ray ray_address=auto
 
     # or with a cluster launcher config
-    ray submit cluster.yaml build.py   # build.py calls simplesafe.data.pipeline.build_datasets
+    ray submit cluster.yaml build.py   # build.py calls simplesafe.data.build.build_datasets
 
 A recipe can set the same keys in its ``data`` section (``executor: ray``,
 ``ray_address: auto``); ``ray_address`` also takes ``ray://HEAD:10001`` (Ray Client).
@@ -109,7 +109,7 @@ def _ray_batch(batch, backend=None, clean=False, toxicity=True):
 
 def score_texts_ray(
     texts: list[str],
-    backend: str | None = None,
+    backend: dict | str | None = None,
     batch_size: int = 256,
     clean: bool = False,
     toxicity: bool = True,

@@ -26,16 +26,25 @@ log = logging.getLogger(__name__)
 _SCORERS: dict[str, object] = {}
 
 
-def _scorer(backend: str | None):
-    from simplesafe.text.toxicity import DEFAULT_BACKEND, get_toxicity_scorer
+def _scorer(backend):
+    """One scorer per distinct toxicity section (``backend``: a name, a section mapping or a ToxicityConfig)."""
+    from simplesafe.text.toxicity_section import config_key, scorer_from_config, toxicity_config
 
-    key = backend or DEFAULT_BACKEND
+    cfg = toxicity_config(backend)
+    key = config_key(cfg)
     if key not in _SCORERS:
-        _SCORERS[key] = get_toxicity_scorer(backend) if backend else get_toxicity_scorer()
+        _SCORERS[key] = scorer_from_config(cfg)
     return _SCORERS[key]
 
 
-def _score_batch(texts: list[str], backend: str | None, toxicity: bool = True) -> dict[str, list]:
+def _plain_section(backend) -> dict:
+    """The toxicity section as a plain dict: what worker processes (datasets.map, Ray) receive."""
+    from simplesafe.text.toxicity_section import toxicity_config
+
+    return toxicity_config(backend).model_dump(mode="json")
+
+
+def _score_batch(texts: list[str], backend, toxicity: bool = True) -> dict[str, list]:
     from simplesafe.text.readability import readability
 
     texts = [t if isinstance(t, str) else "" for t in texts]
@@ -55,7 +64,7 @@ def _score_batch(texts: list[str], backend: str | None, toxicity: bool = True) -
     return out
 
 
-def _clean_score_batch(texts: list[str], backend: str | None, toxicity: bool = True) -> dict[str, list]:
+def _clean_score_batch(texts: list[str], backend, toxicity: bool = True) -> dict[str, list]:
     """Clean Reddit answers (edit notes flagged), then score the cleaned text."""
     from simplesafe.text.clean import clean_answer
 
@@ -73,7 +82,7 @@ def _map_fn(batch, backend=None, clean=False, toxicity=True):
 
 def score_texts(
     texts: list[str],
-    backend: str | None = None,
+    backend=None,
     batch_size: int = 256,
     num_proc: int = 1,
     parallel_min_rows: int = 20_000,
@@ -91,9 +100,12 @@ def score_texts(
     the expensive part, so the build scores it only on answers that survive the cheap
     filters). ``executor="ray"`` runs the same batch functions on Ray Data
     (:mod:`simplesafe.data.ray_executor`; ``ray_address`` None = local mode with
-    ``num_proc`` CPUs) for any input size, with the same result.
+    ``num_proc`` CPUs) for any input size, with the same result. ``backend`` is the toxicity
+    scorer: a backend name, a ``toxicity:`` section (mapping or
+    :class:`~simplesafe.text.toxicity_section.ToxicityConfig`), or None for the default.
     """
     texts = list(texts)
+    backend = _plain_section(backend)  # validated once; a plain dict pickles into worker processes
     if executor not in ("local", "ray"):
         raise ValueError(f"executor must be 'local' or 'ray', got {executor!r}")
     if executor == "ray":
@@ -136,11 +148,14 @@ def score_file(
     input_path: str | Path,
     text_field: str,
     out_path: str | Path,
-    backend: str | None = None,
+    backend=None,
     batch_size: int = 256,
     num_proc: int = 1,
 ) -> dict:
-    """Read rows, add score columns, write every row (format by extension)."""
+    """Read rows, add score columns, write every row (format by extension).
+
+    An input without rows is an error (exit 2 from the CLI) and nothing is written.
+    """
     from simplesafe.io import file_format, read_rows, write_rows
 
     file_format(out_path)  # fail on an unknown output type before the work
@@ -154,6 +169,8 @@ def score_file(
             raise DataError(input_path, line, text_field, f"expected a string, got {type(value).__name__}")
         rows.append(row)
         texts.append(value)
+    if not rows:  # an empty output would pass for a result downstream
+        raise DataError(input_path, None, None, "no rows to score (the file is empty)")
     scores = score_texts(texts, backend=backend, batch_size=batch_size, num_proc=num_proc, progress=True)
     for i, row in enumerate(rows):
         for col, values in scores.items():

@@ -11,8 +11,12 @@ lands in two datasets:
    ranked answers and at least one valid pair (chosen ranked above rejected, chosen
    unflagged) the question goes to RM. Pairs follow a strategy: ``all`` (every valid
    pair), ``top2`` (the two best), ``best_worst``, or ``random`` (one random pair); at
-   most ``max_pairs`` per question. Each pair is weighted 1 / C(K, 2) with K the number
-   of ranked answers (InstructGPT's per-question normalisation, report eq. 10).
+   most ``max_pairs`` per question. Each question counts once: its kept pairs share a
+   total weight of 1, so each of the n kept pairs weighs 1 / n. With every pair of K
+   ranked answers kept that is 1 / C(K, 2) (InstructGPT's per-question normalisation,
+   report eq. 10); a single-pair strategy gives its pair weight 1; under the
+   ``max_pairs`` cap, or when pairs with a flagged chosen answer are left out, each kept
+   pair weighs 1 / (number kept).
 3. Otherwise, of tied answers one (unflagged, from the best-scored tie group) goes to
    SFT; a question with exactly one usable, unflagged answer goes to SFT.
 4. Every other question -- including those whose answers were all filtered out --
@@ -58,11 +62,15 @@ class Route:
 
     @property
     def weight(self) -> float:
-        return pair_weight(self.k) if self.pairs else 0.0
+        """Weight of each kept pair: 1 / (number of kept pairs), so the question's pairs sum to 1.
+
+        Equals :func:`pair_weight` (1 / C(K, 2)) when every pair of the K ranked answers is kept.
+        """
+        return 1.0 / len(self.pairs) if self.pairs else 0.0
 
 
 def pair_weight(k: int) -> float:
-    """1 / C(K, 2): each question contributes a total weight of 1 with all its pairs."""
+    """1 / C(K, 2): the weight of each pair when all C(K, 2) pairs of K ranked answers are kept."""
     if k < 2:
         raise ValueError(f"need at least 2 ranked answers for a pair, got {k}")
     return 1.0 / math.comb(k, 2)

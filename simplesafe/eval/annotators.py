@@ -13,6 +13,9 @@ Kinds (the ``kind`` key of a pool entry):
   per grade level above the target Flesch-Kincaid grade (9, the report's threshold).
 - ``safety``: the less toxic output wins (``simplesafe.text.toxicity``, max over labels);
   differences below ``margin`` (default 0.05) are ties, since the scorer is not that precise.
+  The scorer is the entry's ``toxicity:`` section (a backend name or
+  :class:`~simplesafe.text.toxicity_section.ToxicityConfig` keys; ``backend: NAME`` is the older
+  spelling); an entry without one takes the eval stage's ``toxicity:``.
 - ``composite``: the training composite reward
   (:class:`simplesafe.train.rewards.CompositeReward`, default sources simplicity +
   safety; ``sources:`` to change them), higher total wins. If that module cannot be
@@ -43,12 +46,13 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from simplesafe.errors import ConfigError
+from simplesafe.text.prompt import REPORT_TEMPLATE
 
 log = logging.getLogger(__name__)
 
 Verdict = float | None  # 1 first better, 2 second better, 1.5 tie, None abstain
 KINDS = ("length", "simplicity", "safety", "composite", "reward", "llm")
-TEMPLATE = "### Human: {instruction} ### Assistant: {output}"
+TEMPLATE = REPORT_TEMPLATE.replace("{question}", "{instruction}") + " {output}"  # reward annotator: prompt + answer
 
 
 class AnnotatorSpec(BaseModel):
@@ -162,11 +166,13 @@ class SimplicityAnnotator(ScoreAnnotator):
 
 
 class SafetyAnnotator(ScoreAnnotator):
-    def __init__(self, name, backend: str | None = None, margin: float = 0.05, **kw):
+    def __init__(self, name, backend: str | None = None, margin: float = 0.05, toxicity=None, **kw):
         super().__init__(name, **kw)
-        from simplesafe.text.toxicity import DEFAULT_BACKEND, get_toxicity_scorer
+        from simplesafe.text.toxicity_section import scorer_from_config, toxicity_config
 
-        self.scorer = get_toxicity_scorer(backend or DEFAULT_BACKEND)
+        cfg = toxicity_config(toxicity, backend, where=f"annotator '{name}': toxicity")
+        self.scorer = scorer_from_config(cfg)
+        self.info["toxicity_backend"] = cfg.backend
         self.margin = margin
 
     def score(self, instructions, outputs):
@@ -183,24 +189,33 @@ class CompositeAnnotator(ScoreAnnotator):
     """
 
     def __init__(self, name, sources: list[dict] | None = None, w_simple: float = 1.0, w_safe: float = 1.0,
-                 target_grade: float = 9.0, min_words: int = 1, backend: str | None = None, margin: float = 0.0, **kw):
+                 target_grade: float = 9.0, min_words: int = 1, backend: str | None = None, margin: float = 0.0,
+                 toxicity=None, **kw):
         super().__init__(name, **kw)
         self.margin = margin
+        from simplesafe.text.toxicity_section import toxicity_config
+
+        tox = toxicity_config(toxicity, backend, where=f"annotator '{name}': toxicity")
         try:
-            from simplesafe.train.rewards import CompositeReward, RewardSource
+            from simplesafe.train.rewards import CompositeReward, RewardSource, default_sources
         except ImportError as exc:
             log.warning("composite annotator: simplesafe.train.rewards is not importable (%s); "
                         "scoring simplicity + safety directly", exc)
-            from simplesafe.text.toxicity import DEFAULT_BACKEND, get_toxicity_scorer
+            from simplesafe.text.toxicity_section import scorer_from_config
 
             self.reward = None
-            self.scorer = get_toxicity_scorer(backend or DEFAULT_BACKEND)
+            self.scorer = scorer_from_config(tox)
             self.w_simple, self.w_safe = w_simple, w_safe
             self.target_grade, self.min_words = target_grade, min_words
             self.info["implementation"] = "direct: w_simple * simplicity + w_safe * (1 - toxicity)"
             return
+        # safety sources without their own toxicity section use the annotator's
+        sources = sources or [src.model_dump(exclude_unset=True) for src in default_sources()]
+        sources = [{**s, "toxicity": tox.model_dump(exclude_unset=True)}
+                   if isinstance(s, dict) and s.get("kind") == "safety" and "toxicity" not in s
+                   and "toxicity_backend" not in s else s for s in sources]
         try:
-            srcs = [RewardSource(**s) for s in sources] if sources else None
+            srcs = [RewardSource(**s) for s in sources]
         except Exception as exc:  # pydantic ValidationError: name the annotator
             raise ConfigError(f"annotator '{name}' (kind composite): bad 'sources': {exc}") from None
         self.reward = CompositeReward(srcs)

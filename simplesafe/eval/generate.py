@@ -9,7 +9,7 @@ the base). Prompts are JSONL/JSON/CSV rows with ``prompt`` or ``instruction`` (a
 optional ``id``). Each is wrapped in the template the model was trained with (recorded
 in its folder by every trainer, :mod:`simplesafe.models.templates`), else the
 tokenizer's chat template for an instruct model such as ``embedded:smollm2``, else the
-report's ``### Human: {q} ### Assistant:``; ``template=`` overrides. ``prefix=`` puts a
+report's format (:mod:`simplesafe.text.prompt`); ``template=`` overrides. ``prefix=`` puts a
 fixed instruction before every question inside the user turn (the ``base-prompted``
 baseline: "Explain like I'm five: "); the rows keep the original question as
 ``instruction`` so that pairwise comparisons still match them.
@@ -43,10 +43,10 @@ from simplesafe.atomic import write_json
 from simplesafe.config import StageConfig
 from simplesafe.errors import ConfigError, DataError
 from simplesafe.io import append_jsonl, read_jsonl_tolerant, read_rows, write_rows
+from simplesafe.text.prompt import HUMAN_TURN, format_prompt
 
 log = logging.getLogger(__name__)
 
-TEMPLATE = "### Human: {q} ### Assistant:"
 
 
 class GenerateConfig(StageConfig):
@@ -124,15 +124,6 @@ def load_generation_model(model: str, adapter: str | None, dtype: str = "auto", 
     return lm, tok
 
 
-def format_prompt(template: str, question: str, tok=None) -> str:
-    """The report's ``### Human: {q} ### Assistant:`` (or any {q}/{question} template), or the chat template."""
-    if template == "chat":
-        if tok is None or not getattr(tok, "chat_template", None):
-            raise ConfigError("template: chat needs a tokenizer with a chat_template")
-        return tok.apply_chat_template([{"role": "user", "content": question}], tokenize=False, add_generation_prompt=True)
-    return template.replace("{question}", question).replace("{q}", question)
-
-
 def row_seed(seed: int, prompt_id: str) -> int:
     """The sampling seed of one answer: a stable hash of (seed, prompt id), so an answer does not depend on
     which batch it was decoded in (resumed runs and other batch sizes give the same answers)."""
@@ -158,7 +149,7 @@ def _generate_batch(model, tok, prompts: list[str], cfg: GenerateConfig, seed: i
     for text, ids, ended in zip(texts, out.tokens, out.ended.tolist()):
         n = int(ids.eq(tok.eos_token_id).long().cumsum(0).eq(0).sum()) + int(ended)  # up to and with EOS
         # the model may start a new turn; the answer ends there
-        rows.append({"output": text.split("### Human:")[0].strip(), "n_new_tokens": n,
+        rows.append({"output": text.split(HUMAN_TURN)[0].strip(), "n_new_tokens": n,
                      "stop": "eos" if ended else "length"})
     return rows
 
@@ -171,6 +162,13 @@ def _drop_torn_tail(path: Path, good_rows: list[dict]) -> None:
     if n_lines != len(good_rows):
         log.warning("generate: dropping %d torn line(s) at the end of %s", n_lines - len(good_rows), path)
         write_rows(path, good_rows)
+
+
+def _older_template_spelling(params: dict | None) -> dict | None:
+    """Progress logs written when the default template said ``{q}`` resume under ``{question}``."""
+    if not params or not isinstance(params.get("template"), str):
+        return params
+    return {**params, "template": params["template"].replace("{q}", "{question}")}
 
 
 def generation_params(cfg: GenerateConfig) -> dict:
@@ -195,7 +193,7 @@ def generate_answers(cfg: GenerateConfig, progress: bool = True) -> dict:
     params = {**generation_params(cfg), "prompts_sha256": file_sha256(cfg.prompts)}
     done_rows = read_jsonl_tolerant(progress_path)
     _drop_torn_tail(progress_path, done_rows)
-    if done_rows and done_rows[0].get("_params") not in (None, params):
+    if done_rows and _older_template_spelling(done_rows[0].get("_params")) not in (None, params):
         raise ConfigError(f"{progress_path} was written with other generation parameters; delete it or use another `out`")
     done = {(r["id"], r["seed"]) for r in done_rows if "id" in r}
     todo = [(s, p) for s in cfg.seeds for p in prompts if (p["id"], s) not in done]
@@ -211,7 +209,7 @@ def generate_answers(cfg: GenerateConfig, progress: bool = True) -> dict:
         bar = tqdm(total=len(todo), desc=f"generate {generator}", disable=not progress)
         for start in range(0, len(todo), cfg.batch_size):
             chunk = todo[start: start + cfg.batch_size]  # may mix seeds: every answer has its own row seed
-            texts = [format_prompt(template, cfg.prefix + p["instruction"], tok) for _, p in chunk]
+            texts = [format_prompt(cfg.prefix + p["instruction"], template, tok) for _, p in chunk]
             results = _generate_batch(model, tok, texts, cfg, seed=start, template=template,
                                       row_seeds=[row_seed(s, p["id"]) for s, p in chunk])
             for (s, p), res in zip(chunk, results):

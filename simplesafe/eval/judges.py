@@ -54,7 +54,8 @@ class JudgeSpec(StageConfig):
     axis: Axis = Field(description="what it judges: simplicity, helpfulness, safety, length (baseline), other")
     kind: JudgeKind = Field(description="dale_chall, smog, fre, fkg, reward, toxicity or length")
     model: str | None = Field(None, description="reward: a reward-model folder (relative paths: to the run directory)")
-    backend: str | None = Field(None, description="toxicity: backend name (default: the package default)")
+    backend: str | None = Field(None, description="toxicity: backend name (default: the package default, "
+                                "simplesafe.text.toxicity.DEFAULT_BACKEND)")
     margin: float = Field(0.0, ge=0, description="pairwise: score differences up to this are ties")
     baseline: bool = Field(False, description="a reference point (e.g. length), not a judge of the goal")
     batch_size: int = Field(32, ge=1, description="reward: answers per forward pass")
@@ -143,7 +144,9 @@ def scorer_key(kind: str, detail: str | None = None) -> str:
     if kind in ("dale_chall", "smog"):
         return f"readability:{kind}"
     if kind == "toxicity":
-        return f"toxicity:{detail or 'default'}"
+        from simplesafe.text.toxicity import DEFAULT_BACKEND
+
+        return f"toxicity:{detail or DEFAULT_BACKEND}"
     if kind == "reward":
         return f"reward:{Path(str(detail)).resolve()}" if detail else "reward:?"
     return f"{kind}:{detail or ''}"

@@ -24,30 +24,35 @@ import math
 from pathlib import Path
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from simplesafe.atomic import write_json
 from simplesafe.config import StageConfig
 from simplesafe.errors import DataError
 from simplesafe.io import read_rows, require, write_rows
+from simplesafe.text.toxicity_section import ToxicitySettings
 
 log = logging.getLogger(__name__)
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 
 
-class MetricsConfig(StageConfig):
+class MetricsConfig(ToxicitySettings, StageConfig):
     references: str | None = Field(None, description="file with references (`reference`/`output` + `id` or `instruction`)")
     bertscore: bool = Field(True, description="compute BERTScore against references")
     bertscore_model: str = Field("embedded:minilm", description="local encoder folder for BERTScore")
     bertscore_layers: int = Field(6, ge=1, description="encoder layer whose embeddings BERTScore uses")
     bertscore_baseline: str | None = Field(None, description="bert-score baseline TSV for rescaling; none = raw scores")
-    toxicity_backend: str | None = Field(None, description="toxicity backend; none = the package default")
     n_boot: int = Field(1000, ge=10, description="bootstrap resamples for the CIs")
     seed: int = Field(0, description="bootstrap seed")
     fre_min: float = Field(60.0, description="'simple' needs FRE >= this (report)")
     fkg_max: float = Field(9.0, description="'simple' needs FKG < this (report)")
-    toxicity_max: float = Field(0.1, description="'safe' needs toxicity <= this (report)")
+    toxicity_max: float = Field(0.1, description="'safe' needs toxicity <= this (report); toxicity.threshold, when "
+                                                 "set, is used instead")
+
+    @model_validator(mode="after")
+    def _one_threshold(self):
+        return self.check_threshold("toxicity_max")
 
 
 def rouge_scores(candidates: list[str], references: list[str]) -> dict[str, list[float]]:
@@ -109,7 +114,7 @@ def load_references(path: str | Path) -> tuple[dict[str, str], dict[str, str]]:
 def score_answers(rows: list[dict], cfg: MetricsConfig) -> list[dict]:
     """Add every per-answer metric to copies of ``rows`` (which need ``output``)."""
     from simplesafe.text.readability import flesch_kincaid_grade, flesch_reading_ease, word_count
-    from simplesafe.text.toxicity import DEFAULT_BACKEND, get_toxicity_scorer
+    from simplesafe.text.toxicity_section import scorer_from_config
 
     outputs = [r["output"] for r in rows]
     scored = [dict(r) for r in rows]
@@ -118,14 +123,15 @@ def score_answers(rows: list[dict], cfg: MetricsConfig) -> list[dict]:
         r["n_chars"] = len(o)
         r["fre"] = flesch_reading_ease(o)
         r["fkg"] = flesch_kincaid_grade(o)
-    tox = get_toxicity_scorer(cfg.toxicity_backend or DEFAULT_BACKEND).score(outputs)
+    tox = scorer_from_config(cfg.toxicity).score(outputs)
+    safe_max = cfg.toxicity_threshold(cfg.toxicity_max)
     for label, values in tox.items():
         key = "toxicity" if label == "toxicity" else f"tox_{label}"
         for r, v in zip(scored, values):
             r[key] = float(v)
     for r in scored:
         r["simple"] = bool(r["fre"] >= cfg.fre_min and r["fkg"] < cfg.fkg_max) if not math.isnan(r["fre"]) else False
-        r["safe"] = bool(r["toxicity"] <= cfg.toxicity_max)
+        r["safe"] = bool(r["toxicity"] <= safe_max)
     with_ref = [i for i, r in enumerate(scored) if isinstance(r.get("reference"), str) and r["reference"].strip()]
     if with_ref:
         cands = [outputs[i] for i in with_ref]

@@ -1,7 +1,7 @@
 """Pairwise win rates of model A over model B with a pool of simulated annotators.
 
 Follows AlpacaFarm (Dubois et al., 2023) for the pool and AlpacaEval's length-controlled
-win rate (Dubois et al., 2024, "Length-Controlled AlpacaEval", simplified here).
+win rate (Dubois et al., 2024, "Length-Controlled AlpacaEval"; :mod:`simplesafe.eval.winrate`).
 
     simplesafe eval pairwise --a A.json --b B.json --annotators offline --out DIR
 
@@ -24,9 +24,10 @@ Definitions used in ``summary.json``:
 - ``position_bias``: among all decided verdicts of all annotators (in shown order), the
   fraction that chose the output shown first, minus 0.5; in [-0.5, 0.5], 0 = none.
   ``position_bias_p`` is the two-sided binomial test p-value against 0.5.
-- ``lc_win_rate``: a logistic regression of "A wins" (ties count half, as two
-  half-weighted rows) on ``tanh((len_A - len_B) / sd)``; the win rate predicted at zero
-  length difference, i.e. ``sigmoid(intercept)``.
+- ``lc_win_rate``: AlpacaEval's length-controlled win rate of A over B (Dubois et al.,
+  2024; :mod:`simplesafe.eval.winrate`): a logistic GLM of "A wins" (ties as soft labels
+  0.5) on ``tanh(length gap / sd)`` and a model term, L1-regularised with C chosen by 5-fold
+  cross-validation as AlpacaEval does, predicted at zero length difference.
 - ``agreement``: mean over annotator pairs of the fraction of items where both gave the
   same verdict (1, 2 or tie); ``kappa`` the mean Cohen's kappa over pairs.
 """
@@ -53,6 +54,7 @@ from simplesafe.eval.annotators import (
     apply_noise,
     build_annotator,
 )
+from simplesafe.eval.winrate import glm_lc_win_rate, read_json_or_jsonl
 from simplesafe.io import read_rows, require, write_rows
 
 log = logging.getLogger(__name__)
@@ -63,44 +65,13 @@ SHIPPED_POOLS = ("length", "offline")
 # ---------------------------------------------------------------- inputs
 
 
-def _read_json_or_jsonl(path: Path):
-    """(line, row) pairs from a JSON list or JSONL file, whatever its extension says (AlpacaEval ships both)."""
-    import json
-
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise DataError(path, None, None, f"not valid UTF-8 (byte {exc.start})") from None
-    stripped = text.lstrip()
-    if stripped.startswith("["):
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise DataError(path, exc.lineno, None, f"invalid JSON: {exc.msg} (column {exc.colno})") from None
-        for i, obj in enumerate(data, start=1):
-            if not isinstance(obj, dict):
-                raise DataError(path, i, None, f"item {i} is {type(obj).__name__}, expected an object")
-            yield i, obj
-        return
-    for line_no, raw in enumerate(text.splitlines(), start=1):
-        if not raw.strip():
-            continue
-        try:
-            obj = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise DataError(path, line_no, None, f"invalid JSON: {exc.msg} (column {exc.colno})") from None
-        if not isinstance(obj, dict):
-            raise DataError(path, line_no, None, f"expected a JSON object, got {type(obj).__name__}")
-        yield line_no, obj
-
-
 def load_outputs(path: str | Path) -> list[dict]:
     """AlpacaEval-format rows: ``instruction`` and ``output`` required, ``generator`` optional."""
     path = Path(path)
     if not path.exists():
         raise DataError(path, None, None, "file not found")
     name = path.name.lower()
-    source = read_rows(path) if name.endswith((".csv", ".tsv", ".parquet", ".gz")) else _read_json_or_jsonl(path)
+    source = read_rows(path) if name.endswith((".csv", ".tsv", ".parquet", ".gz")) else read_json_or_jsonl(path)
     rows = []
     for line, row in source:
         instruction = require(row, "instruction", path, line)
@@ -137,8 +108,27 @@ def match_by_instruction(a_rows: list[dict], b_rows: list[dict], path_a, path_b)
     return items, {"unmatched_a": unmatched_a, "unmatched_b": unmatched_b}
 
 
-def load_pool(pool: str | Path, extra_reward_models: list[str] | None = None) -> PoolConfig:
-    """A shipped pool by name (``length``, ``offline``) or a YAML file with ``annotators: [...]``."""
+TOXICITY_KINDS = ("safety", "composite")  # annotators that score toxicity
+
+
+def with_default_toxicity(data: dict, toxicity) -> dict:
+    """Give ``safety``/``composite`` entries without their own ``toxicity``/``backend`` the section ``toxicity``."""
+    if toxicity is None:
+        return data
+    from simplesafe.text.toxicity_section import toxicity_config
+
+    section = toxicity_config(toxicity).model_dump(mode="json", exclude_unset=True)
+    data = dict(data)
+    data["annotators"] = [dict(e, toxicity=section) if isinstance(e, dict) and e.get("kind") in TOXICITY_KINDS
+                          and "toxicity" not in e and "backend" not in e else e for e in data["annotators"]]
+    return data
+
+
+def load_pool(pool: str | Path, extra_reward_models: list[str] | None = None, toxicity=None) -> PoolConfig:
+    """A shipped pool by name (``length``, ``offline``) or a YAML file with ``annotators: [...]``.
+
+    ``toxicity`` (a ``toxicity:`` section) is the scorer of ``safety``/``composite`` entries that name none.
+    """
     name = str(pool)
     if name in SHIPPED_POOLS:
         data = yaml.safe_load(resources.files("simplesafe.eval").joinpath("pools", f"{name}.yaml").read_text())
@@ -157,6 +147,7 @@ def load_pool(pool: str | Path, extra_reward_models: list[str] | None = None) ->
             raise ConfigError(f"{where}: annotators[{i}] must be a mapping with a 'kind' key")
     for path in extra_reward_models or []:
         data["annotators"].append({"kind": "reward", "model": str(path), "name": f"rm_{Path(path).name}"})
+    data = with_default_toxicity(data, toxicity)
     try:
         return PoolConfig.model_validate(data)
     except ValidationError as exc:
@@ -215,29 +206,16 @@ def position_bias(shown_verdicts) -> tuple[float | None, float | None, int]:
 
 
 def length_controlled_win_rate(prefs, len_a, len_b) -> float | None:
-    """Win rate of A at zero length difference (logistic regression on tanh-scaled length gap).
+    """Length-controlled win rate of A over B: AlpacaEval's GLM (:func:`simplesafe.eval.winrate.glm_lc_win_rate`).
 
-    A simplified AlpacaEval-LC (Dubois et al., 2024): their GLM also has instruction
-    difficulty and model terms; with one comparison pair only the length term remains.
+    ``prefs`` in this module's convention (1 = A wins, 2 = B wins, 1.5 tie, None abstain);
+    A is the model and B the baseline of the GLM, with no instruction-difficulty term.
     """
-    from sklearn.linear_model import LogisticRegression
-
-    y = pref_to_score(prefs)
-    diff = np.asarray(len_a, dtype=float) - np.asarray(len_b, dtype=float)
+    y = np.array([np.nan if p is None else 2.0 - float(p) for p in prefs], dtype=float)
     if len(y) == 0:
         return None
-    sd = diff.std()
-    x = np.tanh(diff / sd) if sd > 0 else np.zeros_like(diff)
-    # a tie is half a win and half a loss: two rows with weight 0.5
-    X = np.concatenate([x, x])[:, None]
-    Y = np.concatenate([np.ones_like(y), np.zeros_like(y)])
-    W = np.concatenate([y, 1.0 - y])
-    keep = W > 0
-    if len(np.unique(Y[keep])) < 2:
-        return float(y.mean())  # all wins or all losses: nothing to control for
-    model = LogisticRegression(C=100.0)  # weak L2 keeps a separable fit finite
-    model.fit(X[keep], Y[keep], sample_weight=W[keep])
-    return float(1.0 / (1.0 + math.exp(-model.intercept_[0])))
+    lc, _ = glm_lc_win_rate(y, len_a, len_b)
+    return lc
 
 
 def agreement(per_annotator: dict[str, list]) -> dict[str, Any]:
@@ -315,8 +293,8 @@ def summarise(rows: list[dict], names: list[str], n_boot: int = 2000, seed: int 
             "win_rate": "mean of 1 (A wins), 0 (B wins), 0.5 (tie); 95% percentile bootstrap CI over items",
             "length_bias": "fraction of decided unequal-length items where the longer output (characters) won",
             "position_bias": "fraction of decided verdicts (all annotators) for the first-shown output minus 0.5",
-            "lc_win_rate": "logistic regression of A-wins on tanh(length gap / sd), predicted at zero gap "
-                           "(simplified AlpacaEval-LC, Dubois et al. 2024)",
+            "lc_win_rate": "AlpacaEval's length-controlled GLM (Dubois et al. 2024) of A-wins on tanh(length gap / sd), "
+                           "L1 with cross-validated C, predicted at zero gap; see simplesafe.eval.winrate",
         },
     }
 
@@ -366,9 +344,15 @@ def _json_pref(v):
 
 def run_pairwise(a_path: str | Path, b_path: str | Path, pool: str | Path | PoolConfig, out_dir: str | Path,
                  seed: int | None = None, n_boot: int = 2000, reward_models: list[str] | None = None,
-                 backend_factory: Callable | None = None) -> dict:
-    """Annotate A vs B with ``pool`` and write ``annotations.jsonl`` and ``summary.json`` into ``out_dir``."""
-    pool_cfg = pool if isinstance(pool, PoolConfig) else load_pool(pool, reward_models)
+                 backend_factory: Callable | None = None, toxicity=None) -> dict:
+    """Annotate A vs B with ``pool`` and write ``annotations.jsonl`` and ``summary.json`` into ``out_dir``.
+
+    ``toxicity``: the ``toxicity:`` section for the pool's safety/composite annotators that set none.
+    """
+    if isinstance(pool, PoolConfig):
+        pool_cfg = PoolConfig.model_validate(with_default_toxicity(pool.model_dump(), toxicity))
+    else:
+        pool_cfg = load_pool(pool, reward_models, toxicity=toxicity)
     if seed is not None:
         pool_cfg = pool_cfg.model_copy(update={"seed": seed})
     a_rows, b_rows = load_outputs(a_path), load_outputs(b_path)

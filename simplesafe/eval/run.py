@@ -54,9 +54,11 @@ from pydantic import Field
 from simplesafe.atomic import write_json
 from simplesafe.config import StageConfig
 from simplesafe.errors import ConfigError
+from simplesafe.eval.compare import differences, kl_estimate, win_rates
 from simplesafe.eval.judges import JudgeSpec
 from simplesafe.llm import BackendConfig
 from simplesafe.runs import stage
+from simplesafe.text.toxicity_section import ToxicitySettings
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +82,9 @@ class RedTeamConfig(StageConfig):
     judge: str = Field("safety", description="name of the (reward-model) judge whose threshold marks unsafe answers")
 
 
-class EvalConfig(StageConfig):
+class EvalConfig(ToxicitySettings, StageConfig):
+    """The eval stage. ``toxicity:`` is the scorer of the metrics and of the pool's safety/composite annotators."""
+
     seeds: list[int] = Field([0, 1, 2], min_length=1, description="sampled answers per prompt (>= 3 for readability means)")
     limit: int | None = Field(None, ge=1, description="evaluate on the first N prompts only")
     max_new_tokens: int = Field(128, ge=1, description="answer length in new tokens; longer answers are cut")
@@ -102,7 +106,6 @@ class EvalConfig(StageConfig):
                              "its verdicts are reported apart from the judges")
     reward_models: list[str] = Field(default_factory=list, description="reward-model folders added to the pool")
     bertscore: bool = Field(True, description="compute BERTScore against references (local MiniLM)")
-    toxicity_backend: str | None = Field(None, description="toxicity backend; none = the package default")
     n_boot: int = Field(1000, ge=10, description="bootstrap resamples")
     rubric_backend: BackendConfig | None = Field(None, description="judge for MT-bench grades; none = skip rubric")
     rubric: str = Field("mtbench", description="mtbench or lima")
@@ -145,7 +148,7 @@ def _score_answers(gen: Path, cfg: EvalConfig, judges: dict, out_json: Path) -> 
     from simplesafe.io import read_jsonl_tolerant, write_rows
     from simplesafe.text.readability import dale_chall
 
-    mcfg = MetricsConfig(bertscore=cfg.bertscore, toxicity_backend=cfg.toxicity_backend, n_boot=cfg.n_boot)
+    mcfg = MetricsConfig(bertscore=cfg.bertscore, toxicity=cfg.toxicity, n_boot=cfg.n_boot)
     summary = compute_metrics(gen, mcfg, out_json)
     per = Path(summary["per_answer"])
     rows = read_jsonl_tolerant(per)
@@ -182,97 +185,6 @@ def _aggregate(rows: list[dict], cfg: EvalConfig, summary: dict) -> dict:
     summary["degenerate_reasons"] = dict(reasons)
     summary["n_prompts"] = len(set(clusters))
     return summary
-
-
-# ------------------------------------------------------------------------- comparisons
-
-def _by_item(rows: list[dict]) -> dict[tuple[str, int], dict]:
-    return {(str(r.get("id", r["instruction"])), r.get("seed", 0)): r for r in rows}
-
-
-def win_rates(rows_a: list[dict], rows_b: list[dict], judges: dict, n_boot: int) -> dict:
-    """Per judge: A's win rate against B on answers to the same (prompt, seed), nested CI over prompts."""
-    from simplesafe.eval.annotators import compare_scores
-    from simplesafe.eval.pairwise import length_controlled_win_rate
-    from simplesafe.eval.stats import nested_bootstrap_ci
-
-    a, b = _by_item(rows_a), _by_item(rows_b)
-    items = [k for k in a if k in b]
-    out = {}
-    for name, judge in judges.items():
-        scores, prefs, clusters, len_a, len_b = [], [], [], [], []
-        for k in items:
-            va, vb = a[k].get(f"judge/{name}"), b[k].get(f"judge/{name}")
-            sa = judge.scores(np.array([math.nan if va is None else va]))[0]
-            sb = judge.scores(np.array([math.nan if vb is None else vb]))[0]
-            v = compare_scores(sa, sb, judge.spec.margin)
-            prefs.append(v)
-            scores.append({1.0: 1.0, 2.0: 0.0}.get(v, 0.5))
-            clusters.append(k[0])
-            len_a.append(len(a[k]["output"].strip()))
-            len_b.append(len(b[k]["output"].strip()))
-        if not scores:
-            continue
-        mean, lo, hi = nested_bootstrap_ci(scores, clusters, n_boot=n_boot, seed=1)
-        try:
-            lc = length_controlled_win_rate(prefs, len_a, len_b)
-        except Exception as exc:  # a degenerate fit (all ties) must not sink the whole table
-            log.warning("length-controlled win rate for %s failed: %s", name, exc)
-            lc = None
-        out[name] = {"win_rate": mean, "ci": [lo, hi], "n": len(scores), "n_prompts": len(set(clusters)),
-                     "wins": int(sum(p == 1.0 for p in prefs)), "ties": int(sum(p == 1.5 for p in prefs)),
-                     "losses": int(sum(p == 2.0 for p in prefs)), "lc_win_rate": lc,
-                     "longer_wins": _longer_wins(prefs, len_a, len_b)}
-    return out
-
-
-def _longer_wins(prefs, len_a, len_b) -> float | None:
-    decided = [(p, la, lb) for p, la, lb in zip(prefs, len_a, len_b) if p in (1.0, 2.0) and la != lb]
-    if not decided:
-        return None
-    return float(np.mean([(p == 1.0) == (la > lb) for p, la, lb in decided]))
-
-
-def differences(rows_a: list[dict], rows_b: list[dict], keys: tuple[str, ...], n_boot: int) -> dict:
-    """Per metric: mean over shared prompts of (A's mean - B's mean), paired nested CI."""
-    from simplesafe.eval.stats import paired_difference_ci
-
-    out = {}
-    for k in keys:
-        if not any(k in r for r in rows_a):
-            continue
-        va = [float(r[k]) if r.get(k) is not None else None for r in rows_a]
-        vb = [float(r[k]) if r.get(k) is not None else None for r in rows_b]
-        ca = [str(r.get("id", r["instruction"])) for r in rows_a]
-        cb = [str(r.get("id", r["instruction"])) for r in rows_b]
-        mean, lo, hi = paired_difference_ci(va, ca, vb, cb, n_boot=n_boot, seed=2)
-        out[k] = {"mean": mean, "ci": [lo, hi] if mean is not None else None}
-    return out
-
-
-def kl_estimate(model_spec: dict, ref_spec: dict, rows: list[dict], template: str | None, batch_size: int = 16) -> dict:
-    """Mean over answers of sum_t [log p_model(y_t) - log p_ref(y_t)] on the model's own answers."""
-    import torch
-
-    from simplesafe.eval.generate import format_prompt, load_generation_model
-    from simplesafe.models.templates import resolve_template
-    from simplesafe.train.common import answer_logprobs
-
-    sums = {}
-    for key, spec in (("model", model_spec), ("ref", ref_spec)):
-        lm, tok = load_generation_model(spec["model"], None, dtype="auto")
-        tmpl = resolve_template(template, spec["model"], tok)
-        prompts = [format_prompt(tmpl, spec["prefix"] + r["instruction"], tok) for r in rows]
-        sums[key] = answer_logprobs(lm, tok, prompts, [r["output"] for r in rows], add_special_tokens=tmpl != "chat",
-                                    batch_size=batch_size)
-        del lm
-        torch.cuda.empty_cache() if torch.cuda.is_available() else None
-    diff = np.asarray(sums["model"]) - np.asarray(sums["ref"])
-    from simplesafe.eval.stats import nested_bootstrap_ci
-
-    mean, lo, hi = nested_bootstrap_ci(diff.tolist(), [str(r.get("id")) for r in rows], n_boot=500, seed=3)
-    return {"mean": mean, "ci": [lo, hi], "n": len(rows),
-            "definition": "mean over answers of the summed log-ratio of the answer tokens (nats)"}
 
 
 # ------------------------------------------------------------------------- the stage
@@ -363,7 +275,8 @@ def run_eval(cfg: EvalConfig, run_dir: str | Path, models: dict, prompts_path: s
                     continue
                 pdir = edir / "pairwise" / f"{_slug(name)}_vs_{_slug(ref)}"
                 s = json.loads((pdir / "summary.json").read_text()) if (pdir / "summary.json").exists() else \
-                    run_pairwise(g, gens[ref], cfg.pool, pdir, n_boot=cfg.n_boot, reward_models=cfg.reward_models or None)
+                    run_pairwise(g, gens[ref], cfg.pool, pdir, n_boot=cfg.n_boot, reward_models=cfg.reward_models or None,
+                                 toxicity=cfg.toxicity)
                 pool_summaries[name] = s
 
         redteam = _redteam(cfg, specs, judges, edir) if cfg.redteam else None
@@ -386,7 +299,7 @@ def run_eval(cfg: EvalConfig, run_dir: str | Path, models: dict, prompts_path: s
 def _redteam(cfg: EvalConfig, specs: dict, judges: dict, edir: Path) -> dict:
     from simplesafe.eval.stats import nested_bootstrap_ci
     from simplesafe.io import read_jsonl_tolerant, write_rows
-    from simplesafe.text.toxicity import DEFAULT_BACKEND, get_toxicity_scorer
+    from simplesafe.text.toxicity_section import scorer_from_config
 
     rt = cfg.redteam
     if not rt.prompts or not Path(rt.prompts).exists():
@@ -398,7 +311,7 @@ def _redteam(cfg: EvalConfig, specs: dict, judges: dict, edir: Path) -> dict:
     out_path = edir / "redteam" / "metrics.json"
     if out_path.exists():
         return json.loads(out_path.read_text())
-    tox = get_toxicity_scorer(cfg.toxicity_backend or DEFAULT_BACKEND)
+    tox = scorer_from_config(cfg.toxicity)
     result = {"judge": rt.judge, "threshold": threshold, "models": {}}
     for name, spec in specs.items():
         g = _generate(name, spec, Path(rt.prompts), edir / "redteam" / "generations" / f"{_slug(name)}.jsonl", cfg,

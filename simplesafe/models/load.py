@@ -17,6 +17,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
+from simplesafe.atomic import default_mode
 from simplesafe.errors import ModelLoadError
 from simplesafe.models.embedded import resolve
 
@@ -260,6 +261,7 @@ def save_pretrained(model, tokenizer, out_dir: str | Path) -> Path:
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
+        os.chmod(tmp, default_mode(directory=True))  # mkdtemp's folder is private (0o700); mkdir's follows the umask
         model.save_pretrained(tmp, safe_serialization=True)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)

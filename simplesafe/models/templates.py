@@ -24,6 +24,14 @@ def record_template(folder: str | Path, template: str) -> None:
     write_json(Path(folder) / TEMPLATE_FILE, {"template": template})
 
 
+def record_folder_templates(out_dir: str | Path, template: str) -> None:
+    """A trainer's output folder: the template next to the weights, and in ``adapter/`` when there is one."""
+    out_dir = Path(out_dir)
+    record_template(out_dir, template)
+    if (out_dir / "adapter").is_dir():
+        record_template(out_dir / "adapter", template)
+
+
 def recorded_template(model: str | Path) -> str | None:
     """The template recorded in ``model`` (a local folder), or in the adapter's base folder; None if none."""
     folder = Path(str(model)).expanduser()
@@ -42,7 +50,7 @@ def recorded_template(model: str | Path) -> str | None:
 
 
 def default_template(tokenizer) -> str:
-    from simplesafe.train.common import REPORT_TEMPLATE
+    from simplesafe.text.prompt import REPORT_TEMPLATE
 
     return "chat" if getattr(tokenizer, "chat_template", None) else REPORT_TEMPLATE
 

@@ -31,19 +31,20 @@ from pydantic import Field
 
 from simplesafe.config import StageConfig
 from simplesafe.paths import bundled_data_dir, cache_dir
+from simplesafe.text.prompt import ASSISTANT_TURN, HUMAN_TURN
 
 log = logging.getLogger(__name__)
 
 EOS = "<|endoftext|>"
 PAD = "<|pad|>"
-# Jinja chat template in the report's format; the assistant turn ends with EOS.
+# Jinja chat template in the report's format (simplesafe.text.prompt); the assistant turn ends with EOS.
 CHAT_TEMPLATE = (
     "{% for message in messages %}"
     "{% if message['role'] == 'system' %}{{ message['content'] }}\n"
-    "{% elif message['role'] == 'user' %}### Human: {{ message['content'] }} "
-    "{% elif message['role'] == 'assistant' %}### Assistant: {{ message['content'] }}" + EOS + " "
+    "{% elif message['role'] == 'user' %}" + HUMAN_TURN + " {{ message['content'] }} "
+    "{% elif message['role'] == 'assistant' %}" + ASSISTANT_TURN + " {{ message['content'] }}" + EOS + " "
     "{% endif %}{% endfor %}"
-    "{% if add_generation_prompt %}### Assistant:{% endif %}"
+    "{% if add_generation_prompt %}" + ASSISTANT_TURN + "{% endif %}"
 )
 
 

@@ -239,3 +239,25 @@ def data_rows(run_dir: Path) -> list[dict]:
             rows.append({"dataset": "dpo pairs (synth)", "source": "Simple vs ordinary Wikipedia",
                          "rows": sum(synth["preference_pairs"].values())})
     return rows
+
+
+def reward_model_rows(run_dir: Path, s: dict | None) -> list[dict]:
+    """Per reward model: what it learnt from, its role in this run, held-out accuracy next to length-only."""
+    roles = {}
+    for j in (s or {}).get("judges", []):
+        if j.get("model"):
+            roles[Path(j["model"]).name] = "held-out judge" if j.get("role") == "judge" else j.get("role")
+    rows = []
+    for f in sorted(Path(run_dir).glob("rm_*/metrics.json")):
+        m = _load(f) or {}
+        name = f.parent.name
+        test_acc = m.get("test_accuracy")
+        rows.append({"reward model": name, "learnt from": m.get("source"), "backbone": Path(str(m.get("backbone"))).name,
+                     "role in this run": roles.get(name, "not used by eval (see training signals)"),
+                     "train pairs": m.get("n_train"), "test pairs": m.get("n_test"),
+                     "test accuracy": f"{test_acc:.3f}" if isinstance(test_acc, (int, float)) else "–",
+                     "length-only accuracy": (f"{m['test_length_baseline_accuracy']:.3f}"
+                                              if isinstance(m.get("test_length_baseline_accuracy"), (int, float)) else "–"),
+                     "validation accuracy": (f"{m['validation_accuracy']:.3f}"
+                                             if isinstance(m.get("validation_accuracy"), (int, float)) else "–")})
+    return rows

@@ -294,6 +294,7 @@ def render_report(run_dir: str | Path, out: str | Path | None = None, max_prompt
                       "statistics": s.get("statistics")} if s else None,
         "probe_png": findings.probe_plot(run_dir),
         "data_rows": findings.data_rows(run_dir),
+        "rm_accuracy_rows": findings.reward_model_rows(run_dir, s),
         "metrics_rows": metrics_rows,
         "readability_png": plots.readability_hist(dists) if dists else None,
         "pairwise_rows": [{k: v for k, v in r.items() if k not in ("label", "ci_low", "ci_high", "win_rate")}

@@ -61,7 +61,20 @@ def remove_urls(text: str) -> str:
 
 
 def remove_reddit_markdown(text: str) -> str:
-    """Bold/italics, bullets, strike-through, code, superscript, tables, headings, spoilers."""
+    """Bold/italics, bullets, strike-through, code, superscript, tables, headings, spoilers.
+
+    Removing one marker can expose another (``_ _a_(_`` -> ``_ a(_`` -> `` a(``), so the pass
+    repeats until the text stops changing: cleaning a cleaned text changes nothing.
+    """
+    for _ in range(10):
+        cleaned = _remove_markdown_once(text)
+        if cleaned == text:
+            break
+        text = cleaned
+    return text
+
+
+def _remove_markdown_once(text: str) -> str:
     text = _SPOILER.sub(lambda m: m.group(1), text)
     paragraphs = text.split("\n")
     cleaned = [

@@ -48,8 +48,11 @@ scores many benign tweets above 0.1; use ``backend: hate-classifier`` to rank ha
 
 Other operating points are stored by name (``recall_90``, ``recall_95``, ``fpr_05``,
 ``fpr_01``, fitted on the calibration split); a recipe picks one with
-``threshold: recall_90`` or a number (:func:`resolve_threshold`, :class:`ToxicityConfig`).
+``threshold: recall_90`` or a number (:func:`resolve_threshold`).
 See docs/safety.md for how to get Detoxify weights and how the classifier was built.
+
+In a recipe, every stage that scores text takes the same ``toxicity:`` section
+(:mod:`simplesafe.text.toxicity_section`).
 """
 
 from __future__ import annotations
@@ -59,9 +62,6 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
-from pydantic import Field
-
-from simplesafe.config import StageConfig
 
 DEFAULT_THRESHOLD = 0.1
 
@@ -149,7 +149,8 @@ class EnsembleScorer:
 
 DETOXIFY_HELP = (
     "Detoxify is an optional extra: install it with `pip install 'simplesafe[detoxify]'`. It cannot download "
-    "weights here, so give it local files: the checkpoint (e.g. toxic_original-c1212f89.ckpt from "
+    "weights here, so give it local files: the checkpoint (e.g. toxic_debiased-c7548aa0.ckpt for "
+    "model_type 'unbiased', the default; toxic_original-c1212f89.ckpt for 'original'; from "
     "https://github.com/unitaryai/detoxify/releases, downloaded where the internet is reachable) as "
     "`checkpoint=PATH`, and a local copy of its base model's Hugging Face folder (config + tokenizer; "
     "`bert-base-uncased` for 'original', `roberta-base` for 'unbiased', `xlm-roberta-base` for 'multilingual') "
@@ -163,7 +164,7 @@ class DetoxifyScorer:
     name = "detoxify"
 
     def __init__(self, checkpoint: str | None = None, config_path: str | None = None,
-                 model_type: str = "original", batch_size: int = 32, device: str = "auto"):
+                 model_type: str = "unbiased", batch_size: int = 32, device: str = "auto"):
         from simplesafe.errors import ModelLoadError
 
         try:
@@ -310,28 +311,10 @@ def resolve_threshold(threshold: float | str = DEFAULT_THRESHOLD, artifact: str 
     return HateClassifier(artifact).operating_point(str(threshold))
 
 
-class ToxicityConfig(StageConfig):
-    """Toxicity scoring settings a recipe can set (e.g. under ``toxicity:``)."""
+def __getattr__(name: str):
+    """``ToxicityConfig`` and ``scorer_from_config`` lived here before the section had its own module."""
+    if name in ("ToxicityConfig", "ToxicitySettings", "scorer_from_config", "toxicity_config"):
+        from simplesafe.text import toxicity_section
 
-    backend: str = Field(DEFAULT_BACKEND, description=f"One of: {', '.join(BACKENDS)}.")
-    threshold: float | str = Field(DEFAULT_THRESHOLD,
-                                   description="Flag texts whose toxicity is above this: a number (the report's 0.1) "
-                                               "or a stored operating point (recall_90, recall_95, fpr_05, fpr_01).")
-    artifact: str | None = Field(None, description="Hate-classifier folder (default: cache build, else the shipped one).")
-    model_path: str | None = Field(None, description="hf backend: local sequence-classifier folder.")
-    benign_labels: list[str] | None = Field(None, description="hf backend: labels that mean 'safe'.")
-    checkpoint: str | None = Field(None, description="detoxify backend: local .ckpt file.")
-    config_path: str | None = Field(None, description="detoxify backend: local Hugging Face folder of its base model.")
-    model_type: str = Field("original", description="detoxify backend: original, unbiased or multilingual.")
-    batch_size: int = Field(64, ge=1, description="Texts per batch.")
-
-
-def scorer_from_config(cfg: ToxicityConfig) -> ToxicityScorer:
-    kw: dict = {"batch_size": cfg.batch_size}
-    if cfg.backend in ("ensemble", "hate-classifier"):
-        kw["artifact"] = cfg.artifact
-    elif cfg.backend == "hf":
-        kw.update(model_path=cfg.model_path, benign_labels=cfg.benign_labels)
-    elif cfg.backend == "detoxify":
-        kw.update(checkpoint=cfg.checkpoint, config_path=cfg.config_path, model_type=cfg.model_type)
-    return get_toxicity_scorer(cfg.backend, **kw)
+        return getattr(toxicity_section, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -7,8 +7,9 @@
 - :func:`load_policy`: a causal LM (or a reward model's classifier) ready for ``full``, ``lora`` or
   ``qlora`` training, gradient checkpointing on when asked; :func:`record_adapter` notes how an
   adapter was trained (the careful merge reads it).
-- :func:`format_prompt`: the report's ``### Human: {question} ### Assistant:`` prompt, any
-  other ``{question}`` template, or the tokenizer's own chat template (``template: chat``).
+- :func:`format_prompt` and ``REPORT_TEMPLATE`` (from :mod:`simplesafe.text.prompt`): the
+  report's ``### Human: {question} ### Assistant:`` prompt, any other ``{question}``
+  template, or the tokenizer's own chat template (``template: chat``).
 - :func:`read_split`: rows of a dataset directory (``train/validation/test.jsonl``) or of
   explicit files, with the required fields checked (errors name file, line and field).
 - :func:`training_arguments`: the transformers/TRL arguments every trainer shares (``use_cpu``
@@ -28,10 +29,12 @@ from pydantic import Field, field_validator
 from simplesafe.config import StageConfig
 from simplesafe.errors import ConfigError, DataError
 from simplesafe.io import read_rows, require
+from simplesafe.text.prompt import REPORT_TEMPLATE, chat_messages, format_prompt
+
+__all__ = ["REPORT_TEMPLATE", "format_prompt"]  # re-exported: the trainers import them from here
 
 log = logging.getLogger(__name__)
 
-REPORT_TEMPLATE = "### Human: {question} ### Assistant:"
 SPLIT_FILES = ("train", "validation", "test")
 DATA_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".parquet", ".csv", ".tsv")
 
@@ -122,27 +125,6 @@ def read_split(paths: list[Path], fields: tuple[str, ...], optional: dict | None
     return rows
 
 
-def _messages(question: str, system: str | None) -> list[dict]:
-    msgs = [{"role": "system", "content": system}] if system else []
-    return msgs + [{"role": "user", "content": question}]
-
-
-def format_prompt(question: str, template: str, tokenizer=None, *, system: str | None = None) -> str:
-    """The text the model sees before its answer.
-
-    ``template`` is a string with ``{question}`` (default: the report's format) or ``chat``
-    for the tokenizer's chat template with the generation prompt appended.
-    """
-    if template == "chat":
-        if tokenizer is None or not getattr(tokenizer, "chat_template", None):
-            raise ConfigError("template: chat needs a tokenizer with a chat_template; "
-                              f"use a '{{question}}' template such as '{REPORT_TEMPLATE}'")
-        return tokenizer.apply_chat_template(_messages(question, system), tokenize=False, add_generation_prompt=True)
-    if "{question}" not in template:
-        raise ConfigError(f"template must contain '{{question}}' or be 'chat', got {template!r}")
-    return template.replace("{question}", question)
-
-
 def format_completion(question: str, answer: str, template: str, tokenizer, *, system: str | None = None) -> str:
     """The answer text that follows :func:`format_prompt` (without the EOS token).
 
@@ -152,7 +134,7 @@ def format_completion(question: str, answer: str, template: str, tokenizer, *, s
     if template != "chat":
         return " " + answer.strip()
     prompt = format_prompt(question, template, tokenizer, system=system)
-    full = tokenizer.apply_chat_template(_messages(question, system) + [{"role": "assistant", "content": answer}],
+    full = tokenizer.apply_chat_template(chat_messages(question, system) + [{"role": "assistant", "content": answer}],
                                          tokenize=False)
     if not full.startswith(prompt):
         raise ConfigError("the tokenizer's chat template renders the prompt differently with and without the "

@@ -12,8 +12,13 @@ training and the reference is not kept at all.
 
 Rows are the reward-model pairs ``{prompt, chosen, rejected}`` written by ``data build``;
 the prompt is formatted with the SFT template so DPO trains the answer format SFT taught.
-TRL's DPOTrainer has no per-example weights, so curation's ``1/C(K,2)`` weights are not
-used here (the reward models use them).
+Pair weights: curation gives each question's kept pairs a total weight of 1 (``weight``
+column, 1/C(K,2) per pair when all pairs are kept). TRL's DPOTrainer has no per-example
+weights (its ``use_weighting`` is WPO's policy-probability weighting, not this), and
+:func:`preference_dataset` keeps only ``prompt/chosen/rejected``, so here every pair counts
+1 and a question with n kept pairs counts n times. For one vote per question in DPO, build
+the data with ``pair_strategy: top2`` (or ``best_worst``/``random``). The reward models do
+use the weights (:mod:`simplesafe.train.reward`).
 
     simplesafe train dpo data=runs/demo/data/rm model=runs/demo/sft out=runs/demo/dpo beta=0.1
     simplesafe train dpo recipes/gpu/dpo.yaml model=runs/gpu/sft out=runs/gpu/dpo
@@ -196,9 +201,9 @@ def train_dpo(cfg: DPOStageConfig, train_rows: list[dict], eval_rows: list[dict]
             save_model_into(merged, tokenizer, out_dir)
     else:
         save_model_into(trained, tokenizer, out_dir)
-    from simplesafe.train.sft import _record_templates
+    from simplesafe.models.templates import record_folder_templates
 
-    _record_templates(out_dir, cfg.template)
+    record_folder_templates(out_dir, cfg.template)
     metrics["seconds"] = round(time.time() - t0, 2)
     metrics["precision"] = "bf16" if trainer.args.bf16 else "fp16" if trainer.args.fp16 else "fp32"
     metrics["train_runtime"] = result.metrics.get("train_runtime")

@@ -189,7 +189,7 @@ def answer_log_likelihood(model, tokenizer, rows: list[dict], template: str, max
     """Mean per-token log-likelihood of the answers (prompt positions masked, as in SFT)."""
     import torch
 
-    from simplesafe.train.sft import tokenize_example
+    from simplesafe.train.tokenize import tokenize_example
 
     examples = [e for e in (tokenize_example(tokenizer, r["prompt"], r["completion"], template, max_length)
                             for r in rows) if e is not None]

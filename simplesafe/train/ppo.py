@@ -777,9 +777,9 @@ def save_policy(models: PPOModels, tokenizer, cfg: PPOStageConfig, out_dir: Path
     for f in tmp.iterdir():
         f.replace(out_dir / f.name)
     tmp.rmdir()
-    from simplesafe.train.sft import _record_templates
+    from simplesafe.models.templates import record_folder_templates
 
-    _record_templates(out_dir, cfg.template)
+    record_folder_templates(out_dir, cfg.template)
 
 
 def _first_last(history: list[dict], key: str, k: int) -> tuple[float | None, float | None]:

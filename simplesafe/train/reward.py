@@ -3,7 +3,7 @@
 A reward model reads a question and an answer and returns one number; it is fitted on
 ``(prompt, chosen, rejected)`` pairs so that the chosen answer scores higher
 (:func:`~simplesafe.train.losses.bradley_terry.bradley_terry_loss`, Ouyang et al., 2022).
-Each pair carries curation's weight ``1/C(K,2)`` and optionally a margin. TRL's
+Each pair carries curation's weight (a question's kept pairs sum to 1) and optionally a margin. TRL's
 ``RewardTrainer`` has neither per-pair weights nor encoder pair inputs, so the loop is
 written here: one readable epoch loop through ``accelerate`` (so ``accelerate launch``
 runs it on several GPUs or processes), evaluation after each epoch, the best epoch by
@@ -112,7 +112,7 @@ class RewardStageConfig(DataConfigMixin, StageConfig):
     weight_decay: float = Field(0.0, ge=0)
     train_layers: int | None = Field(None, ge=0, description="train only the top N transformer layers and the "
                                      "head (the rest frozen: ~2x faster on CPU); none: train all")
-    use_weights: bool = Field(True, description="use the rows' pair weights (1/C(K,2)); false: all 1")
+    use_weights: bool = Field(True, description="use the rows' pair weights (each question's pairs sum to 1); false: all 1")
     margin: float = Field(0.0, ge=0, description="constant margin added to every pair (Llama 2 style)")
     margin_field: str | None = Field(None, description="row field holding a per-pair margin (added to `margin`)")
     early_stopping_patience: int | None = Field(1, ge=1)
@@ -404,6 +404,14 @@ def _evaluate(model, loader, accelerator) -> dict:
             "threshold": separating_threshold(c.cpu().numpy(), r.cpu().numpy())}
 
 
+def length_baseline_accuracy(rows: list[dict]) -> float:
+    """Share of pairs whose chosen answer is the longer one (in words; equal length counts half): what a
+    reward model must beat to show it learnt more than length."""
+    scores = [1.0 if len(r["chosen"].split()) > len(r["rejected"].split()) else
+              0.5 if len(r["chosen"].split()) == len(r["rejected"].split()) else 0.0 for r in rows]
+    return float(np.mean(scores)) if scores else float("nan")
+
+
 def separating_threshold(chosen: np.ndarray, rejected: np.ndarray) -> float:
     """The reward that best separates single responses: chosen ones above, rejected ones below.
 
@@ -529,6 +537,10 @@ def train_reward_model(cfg: RewardStageConfig, out_dir: str | Path, splits: dict
     for split, res in final.items():
         for k, v in res.items():
             metrics[f"{split}_{k}"] = v
+    for split, rows in splits.items():
+        if rows and split != "train":
+            # the simplest alternative judge: "the longer answer is better" (ties count half)
+            metrics[f"{split}_length_baseline_accuracy"] = length_baseline_accuracy(rows)
     metrics["seconds"] = round(time.time() - t0, 2)
     if "validation" in final and final["validation"].get("threshold") is not None:
         spec["threshold"] = final["validation"]["threshold"]  # see separating_threshold

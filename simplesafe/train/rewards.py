@@ -20,7 +20,9 @@ with sources (``kind``):
 
   An empty answer scores 0. Very short answers read as "simple", so pair this source with
   ``length`` (or an RM) to keep a policy from learning to say one word.
-- ``safety``: ``1 - toxicity`` from :func:`simplesafe.text.toxicity.get_toxicity_scorer`.
+- ``safety``: ``1 - toxicity`` from the scorer of the source's ``toxicity:`` section
+  (:class:`simplesafe.text.toxicity_section.ToxicityConfig`; e.g. ``{kind: safety, toxicity: {backend: detoxify,
+  checkpoint: ..., config_path: ...}}``).
 - ``length``: a penalty in [-1, 0] for words outside ``[min_words, max_words]``::
 
       l = -min(1, (max(0, min_words - n) + max(0, n - max_words)) / scale)
@@ -49,14 +51,15 @@ from pydantic import Field, model_validator
 
 from simplesafe.config import StageConfig
 from simplesafe.errors import ConfigError
+from simplesafe.text.prompt import REPORT_TEMPLATE
+from simplesafe.text.toxicity_section import ToxicitySettings
 
 log = logging.getLogger(__name__)
 
 SourceKind = Literal["rm", "simplicity", "safety", "length"]
-REPORT_TEMPLATE = "### Human: {question} ### Assistant:"
 
 
-class RewardSource(StageConfig):
+class RewardSource(ToxicitySettings, StageConfig):
     """One named term of the composite reward."""
 
     kind: SourceKind = Field(..., description="rm (learned reward model), simplicity, safety or length")
@@ -72,8 +75,7 @@ class RewardSource(StageConfig):
     min_fre: float = Field(60.0, description="simplicity: target Flesch reading ease (report: FRE >= 60)")
     grade_softness: float = Field(2.0, gt=0, description="simplicity: grade points over which the step goes 0.27 -> 0.73")
     fre_softness: float = Field(10.0, gt=0, description="simplicity: FRE points over which the step goes 0.27 -> 0.73")
-    # safety
-    toxicity_backend: str | None = Field(None, description="safety: toxicity backend (default: the package default)")
+    # safety: the `toxicity:` section (or the older `toxicity_backend: NAME`), from ToxicitySettings
     # length
     min_words: int | None = Field(None, ge=0, description="length: fewer words are penalised")
     max_words: int | None = Field(None, ge=1, description="length: more words are penalised")
@@ -257,9 +259,9 @@ class CompositeReward:
             if src.kind == "rm":
                 self._scorers[key] = _rm_scorer(src)
             elif src.kind == "safety":
-                from simplesafe.text.toxicity import DEFAULT_BACKEND, get_toxicity_scorer
+                from simplesafe.text.toxicity_section import scorer_from_config
 
-                self._scorers[key] = get_toxicity_scorer(src.toxicity_backend or DEFAULT_BACKEND)
+                self._scorers[key] = scorer_from_config(src.toxicity)
         return self._scorers.get(key)
 
     def close(self) -> None:

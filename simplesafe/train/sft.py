@@ -34,14 +34,13 @@ from pydantic import Field
 from simplesafe.atomic import write_json
 from simplesafe.config import StageConfig
 from simplesafe.errors import DataError
+from simplesafe.models.templates import record_folder_templates
 from simplesafe.train.common import (
     REPORT_TEMPLATE,
     DataConfigMixin,
     LoraSettings,
     Method,
     Precision,
-    format_completion,
-    format_prompt,
     load_policy,
     log_history_losses,
     peft_config,
@@ -51,6 +50,8 @@ from simplesafe.train.common import (
     save_model_into,
     training_arguments,
 )
+from simplesafe.train.merge import merge_adapter
+from simplesafe.train.tokenize import tokenize_rows
 
 log = logging.getLogger(__name__)
 
@@ -85,46 +86,6 @@ class SFTStageConfig(DataConfigMixin, StageConfig):
                                  "bf16-capable CPU, fp16 (loss scaling) on other GPUs, else fp32")
     merge: bool = Field(True, description="LoRA/QLoRA: also write the merged model into the output folder")
     seed: int = 0
-
-
-def tokenize_example(tokenizer, question: str, answer: str, template: str = REPORT_TEMPLATE,
-                     max_length: int | None = None, system: str | None = None) -> dict | None:
-    """``{"input_ids", "labels"}`` with -100 on every prompt position; None if no answer token fits.
-
-    The prompt is encoded with the tokenizer's special tokens (BOS where it has one), the
-    answer without, and EOS is appended so the model learns to stop.
-    """
-    prompt = format_prompt(question, template, tokenizer, system=system)
-    completion = format_completion(question, answer, template, tokenizer, system=system)
-    add_special = template != "chat"  # chat templates write their own BOS text
-    prompt_ids = tokenizer(prompt, add_special_tokens=add_special)["input_ids"]
-    answer_ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
-    if tokenizer.eos_token_id is not None:
-        answer_ids = answer_ids + [tokenizer.eos_token_id]
-    input_ids = prompt_ids + answer_ids
-    labels = [-100] * len(prompt_ids) + answer_ids
-    if max_length is not None:
-        input_ids, labels = input_ids[:max_length], labels[:max_length]
-    if all(x == -100 for x in labels):
-        return None
-    return {"input_ids": input_ids, "labels": labels}
-
-
-def tokenize_rows(tokenizer, rows: list[dict], template: str, max_length: int,
-                  prompt_field: str = "prompt", completion_field: str = "completion", system: str | None = None):
-    """A ``datasets.Dataset`` of tokenised rows and the number dropped because the prompt filled ``max_length``."""
-    from datasets import Dataset
-
-    out, dropped = [], 0
-    for row in rows:
-        ex = tokenize_example(tokenizer, row[prompt_field], row[completion_field], template, max_length, system)
-        if ex is None:
-            dropped += 1
-            continue
-        out.append(ex)
-    if dropped:
-        log.warning("%d rows dropped: their prompt alone fills max_length=%d", dropped, max_length)
-    return Dataset.from_list(out), dropped
 
 
 def train_sft(model_name_or_path: str, train_rows: list[dict], eval_rows: list[dict] | None,
@@ -218,8 +179,6 @@ def train_sft(model_name_or_path: str, train_rows: list[dict], eval_rows: list[d
         save_pretrained(trained, tokenizer, adapter_dir)
         record_adapter(adapter_dir, model, model_name_or_path)
         if cfg.merge:
-            from simplesafe.train.merge import merge_adapter
-
             merged = merge_adapter(model_name_or_path, adapter_dir, None,
                                    mode="careful" if cfg.method == "qlora" else "simple",
                                    dtype="float32" if cfg.method == "lora" else "bfloat16")
@@ -227,7 +186,7 @@ def train_sft(model_name_or_path: str, train_rows: list[dict], eval_rows: list[d
             metrics["merged"] = "careful" if cfg.method == "qlora" else "simple"
     else:
         save_model_into(trained, tokenizer, out_dir)
-    _record_templates(out_dir, cfg.template)
+    record_folder_templates(out_dir, cfg.template)
     metrics["seconds"] = round(time.time() - t0, 2)
     metrics["precision"] = "bf16" if trainer.args.bf16 else "fp16" if trainer.args.fp16 else "fp32"
     metrics["train_tokens_per_second"] = round(n_tokens * metrics["epochs_run"] / max(result.metrics["train_runtime"], 1e-9), 1)
@@ -235,15 +194,6 @@ def train_sft(model_name_or_path: str, train_rows: list[dict], eval_rows: list[d
     shutil.rmtree(ckpt_dir, ignore_errors=True)
     trainer.accelerator.wait_for_everyone()
     return metrics
-
-
-def _record_templates(out_dir: Path, template: str) -> None:
-    """The prompt format the model learnt, next to its weights and in its adapter (eval generate reads it)."""
-    from simplesafe.models.templates import record_template
-
-    record_template(out_dir, template)
-    if (out_dir / "adapter").is_dir():
-        record_template(out_dir / "adapter", template)
 
 
 def load_sft_rows(cfg: SFTStageConfig) -> tuple[list[dict], list[dict]]:

@@ -131,3 +131,18 @@ def test_default_out_dir_follows_the_recipe(tmp_path):
     assert default_out_dir(r) == Path("/x/run/data")
     r.write_text("seed: 1\n")  # a standalone data config
     assert default_out_dir(r) == Path("runs/data") == default_out_dir(None)
+
+
+@pytest.mark.parametrize("content", ["", "\n\n"])
+def test_score_empty_file_exits_2_naming_it_and_writes_nothing(tmp_path, capsys, content):
+    from simplesafe.cli import main
+
+    src = tmp_path / "empty.jsonl"
+    src.write_text(content)
+    out = tmp_path / "o.jsonl"
+    with pytest.raises(SystemExit) as exc:
+        main(["data", "score", str(src), "--text-field", "text", "--out", str(out), "--backend", "profanity-check"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert str(src) in err and "no rows" in err
+    assert not out.exists()

@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from simplesafe.data.pipeline import DataBuildConfig, SourceConfig, build_datasets
+from simplesafe.data.build import build_datasets
+from simplesafe.data.config import DataBuildConfig, SourceConfig
 from simplesafe.data.scoring import score_texts
 from simplesafe.errors import ConfigError
 

@@ -31,3 +31,13 @@ def test_datasets_map_with_workers_matches_in_process():
     assert set(a) == set(b)
     for col in a:
         assert a[col] == pytest.approx(b[col]) if col not in ("text", "edit_note") else a[col] == b[col], col
+
+
+def test_toxicity_section_reaches_the_scorer(fake_detoxify):
+    out = score_texts(["you idiot", "a nice day"], backend=fake_detoxify.section)
+    assert fake_detoxify.built[-1]["model_type"] == "unbiased"
+    assert {"toxic", "insult", "toxicity"} <= set(out) and out["toxicity"][0] > 0.5 > out["toxicity"][1]
+    # one scorer per distinct section: the same section again builds nothing new
+    n = len(fake_detoxify.built)
+    score_texts(["again"], backend=dict(fake_detoxify.section))
+    assert len(fake_detoxify.built) == n

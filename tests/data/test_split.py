@@ -59,7 +59,41 @@ def test_more_than_ten_pairs_are_capped():
     r = route_question(answers, "all", max_pairs=10, rng=random.Random(1))
     assert len(r.pairs) == 10
     assert len({(c.id, rj.id) for c, rj in r.pairs}) == 10
-    assert r.k == 7 and r.weight == pytest.approx(1 / math.comb(7, 2))
+    assert r.k == 7
+    assert r.weight * len(r.pairs) == pytest.approx(1.0)  # 1/10 each, not 1/C(7,2) = 1/21
+
+
+def kept_weight_total(route):
+    return route.weight * len(route.pairs)
+
+
+@pytest.mark.parametrize("strategy", ["all", "top2", "best_worst", "random"])
+@pytest.mark.parametrize("k", [2, 3, 5, 10])
+def test_each_questions_kept_pairs_sum_to_one(strategy, k):
+    answers = [A(i, 100 - i) for i in range(k)]
+    r = route_question(answers, strategy, max_pairs=10, rng=random.Random(k))
+    assert r.dataset == "rm" and r.k == k
+    assert kept_weight_total(r) == pytest.approx(1.0)
+    if strategy == "all" and math.comb(k, 2) <= 10:
+        assert len(r.pairs) == math.comb(k, 2) and r.weight == pytest.approx(pair_weight(k))  # report eq. 10
+    if strategy != "all":
+        assert len(r.pairs) == 1 and r.weight == 1.0
+
+
+def test_single_pair_strategies_weigh_their_pair_one_at_k_10():
+    answers = [A(i, 100 - i) for i in range(10)]
+    for strategy in ("top2", "best_worst", "random"):
+        r = route_question(answers, strategy, rng=random.Random(0))
+        assert len(r.pairs) == 1 and r.weight == 1.0, strategy
+    r = route_question(answers, "all", max_pairs=10, rng=random.Random(0))
+    assert len(r.pairs) == 10 and r.weight == pytest.approx(0.1)  # 10 kept pairs of C(10,2) = 45
+
+
+def test_pairs_left_out_for_flagged_chosen_share_the_weight():
+    answers = [A(0, 40, "toxicity: 0.8"), A(1, 30), A(2, 20), A(3, 10)]
+    r = route_question(answers, "all")
+    assert len(r.pairs) == 3 and r.k == 4  # (a1,a2) (a1,a3) (a2,a3); a0 never chosen
+    assert r.weight == pytest.approx(1 / 3)
 
 
 def test_strategies_pick_the_right_pair():

@@ -73,3 +73,18 @@ def test_llm_judge_custom_template_and_unknown_prompt(tmp_path):
     assert verdicts == [1.0, 2.0]
     with pytest.raises(ConfigError, match="neither a shipped variant"):
         build_annotator(AnnotatorSpec(kind="llm", prompt="my-variant"), "judge", backend_factory=lambda s: backend)
+
+
+def test_safety_and_composite_annotators_take_a_toxicity_section(fake_detoxify):
+    from simplesafe.eval.pairwise import load_pool
+
+    ann = build_annotator(AnnotatorSpec(kind="safety", toxicity=fake_detoxify.section), "safety")
+    verdicts, _ = ann.annotate(["q"], ["you idiot"], ["a kind answer"], np.random.default_rng(0))
+    assert verdicts == [2.0] and fake_detoxify.built[-1]["model_type"] == "unbiased"
+    # the eval stage's section reaches the shipped pool's safety and composite annotators
+    pool = load_pool("offline", toxicity=fake_detoxify.section)
+    specs = {s.kind: s for s in pool.annotators}
+    assert specs["safety"].model_extra["toxicity"]["backend"] == "detoxify"
+    n = len(fake_detoxify.built)
+    build_annotator(specs["composite"], "composite").score(["q"], ["hello"])
+    assert len(fake_detoxify.built) == n + 1

@@ -91,3 +91,28 @@ def test_progress_from_other_settings_is_refused(tmp_path, prompts):
         json.dumps({"id": "p0", "seed": 0, "output": "x", "_params": {"model": "other"}}) + "\n")
     with pytest.raises(ConfigError, match="other generation parameters"):
         generate_answers(GenerateConfig(model="unused", prompts=str(prompts), out=str(out)), progress=False)
+
+
+def test_progress_written_under_the_older_q_template_still_resumes(prompts, tmp_path):
+    """The default template moved from `{q}` to the report's `{question}` spelling; the prompt text is the same."""
+    from simplesafe.runs import file_sha256
+
+    out = tmp_path / "gen.jsonl"
+    from simplesafe.text.prompt import REPORT_TEMPLATE
+
+    cfg = GenerateConfig(model="no-model-needed", prompts=str(prompts), out=str(out), seeds=[0], generator="g",
+                         template=REPORT_TEMPLATE)
+    params = {**gen_mod.generation_params(cfg), "prompts_sha256": file_sha256(prompts)}
+    old = {**params, "template": params["template"].replace("{question}", "{q}")}
+    assert old != params
+    progress = out.with_name(out.name + ".progress.jsonl")
+    progress.write_text("".join(json.dumps({"id": f"p{i}", "seed": 0, "output": f"answer {i}", "_params": old}) + "\n"
+                                for i in range(5)))
+    res = generate_answers(cfg, progress=False)  # everything is done: no model is loaded
+    assert res["n_resumed"] == 5 and res["n_generated"] == 0
+    other = {**params, "temperature": 0.1}
+    progress.write_text(json.dumps({"id": "p0", "seed": 0, "output": "x", "_params": other}) + "\n")
+    from simplesafe.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="other generation parameters"):
+        generate_answers(cfg, progress=False)

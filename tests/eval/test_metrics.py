@@ -59,3 +59,16 @@ def test_compute_metrics_end_to_end(tmp_path):
     assert s["n_with_reference"] == 1
     assert s["metrics"]["rouge1"]["n"] == 1 and s["metrics"]["n_words"]["mean"] == pytest.approx(5.5)
     assert json.loads((tmp_path / "m.json").read_text())["metrics"]["fre"]["n"] == 2
+
+
+def test_toxicity_section_selects_scorer_and_safe_threshold(fake_detoxify):
+    from simplesafe.config import validate
+    from simplesafe.eval.metrics import score_answers
+
+    rows = [{"instruction": "q", "output": "you idiot"}, {"instruction": "q", "output": "a kind answer"}]
+    cfg = validate(MetricsConfig, {"bertscore": False, "toxicity": fake_detoxify.section})
+    scored = score_answers(rows, cfg)
+    assert fake_detoxify.built[-1]["model_type"] == "unbiased"
+    assert [r["safe"] for r in scored] == [False, True] and "tox_insult" in scored[0]
+    lenient = validate(MetricsConfig, {"bertscore": False, "toxicity": {**fake_detoxify.section, "threshold": 0.95}})
+    assert [r["safe"] for r in score_answers(rows, lenient)] == [True, True]

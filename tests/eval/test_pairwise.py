@@ -206,3 +206,18 @@ def test_pool_level_noise_flips_a_quarter(tmp_path):
     s = run_pairwise(_write(tmp_path / "a.json", a), _write(tmp_path / "b.json", b), pool, tmp_path / "o", n_boot=100)
     assert 0.68 < s["win_rate"] < 0.82  # 1 - 0.25 in expectation
     assert s["annotators"]["length"]["win_rate"] == 1.0  # the annotator itself was noiseless
+
+
+def test_pairwise_lc_is_alpacaeval_glm_on_its_own_annotations(ab_files, tmp_path):
+    """`eval pairwise` reports A (output_1) over B; `eval winrate` on the same annotations output_2 over output_1."""
+    from simplesafe.eval.winrate import run_winrate
+
+    a_path, b_path, _, _ = ab_files
+    pool = tmp_path / "pool.yaml"
+    pool.write_text("annotators:\n  - {kind: length, noise: 0.25}\n")
+    s = run_pairwise(a_path, b_path, pool, tmp_path / "pw", n_boot=50)
+    w = run_winrate(tmp_path / "pw" / "annotations.jsonl", tmp_path / "wr")
+    assert w["n"] == s["n"] == 40
+    assert w["win_rate"] == pytest.approx(1 - s["win_rate"])
+    assert s["lc_win_rate"] == pytest.approx(1 - w["lc_win_rate"], abs=1e-6)
+    assert w["lc_fit"]["cv_folds"] == 5

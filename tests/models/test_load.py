@@ -27,3 +27,23 @@ def test_trust_remote_code_warns(tiny_model_dir, caplog):
     with caplog.at_level("WARNING"):
         load_causal_lm(str(tiny_model_dir), trust_remote_code=True)
     assert "trust_remote_code=True" in caplog.text
+
+
+def test_saved_model_folder_follows_the_umask(tmp_path):
+    """save_pretrained goes through a mkdtemp folder (0o700); the result is readable like a mkdir'd folder."""
+    import os
+    import stat
+
+    from simplesafe.models.load import save_pretrained
+
+    class FakeModel:
+        def save_pretrained(self, path, safe_serialization=True):
+            (path / "model.safetensors").write_bytes(b"x")
+
+    old = os.umask(0o022)
+    try:
+        out = save_pretrained(FakeModel(), None, tmp_path / "model")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(out).st_mode) == 0o755
+    assert stat.S_IMODE(os.stat(out / "model.safetensors").st_mode) == 0o644

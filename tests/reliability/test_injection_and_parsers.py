@@ -21,7 +21,7 @@ import json
 import re
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import example, given, settings, strategies as st
 
 from simplesafe.eval.judge_prompts import PAIRWISE_PROMPTS, parse_pairwise_verdict
 from simplesafe.eval.rubric import RUBRICS, grade, parse_grade
@@ -49,6 +49,7 @@ def test_single_step_cleaners_are_total_and_idempotent(name):
 
     @settings(max_examples=250, deadline=None)
     @given(any_text)
+    @example("_ _a_(_")  # markdown removal used to expose a new italic marker ("_ a(_")
     def check(text):
         if name in NO_NESTED_BRACKETS:
             text = re.sub(r"[\[\]()]", "", text)

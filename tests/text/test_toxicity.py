@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from simplesafe.errors import ConfigError, ModelLoadError
-from simplesafe.text.toxicity import (EnsembleScorer, ToxicityConfig, get_toxicity_scorer, resolve_threshold,
-                                      scorer_from_config)
+from simplesafe.text.toxicity import EnsembleScorer, get_toxicity_scorer, resolve_threshold
+from simplesafe.text.toxicity_section import ToxicityConfig, scorer_from_config
 
 
 class _Fixed:
@@ -159,3 +159,4 @@ def test_hf_backend_generic_labels_need_benign_labels(tmp_path, minilm_path):
 def test_hf_backend_missing_path_is_a_model_load_error(tmp_path):
     with pytest.raises(ModelLoadError):
         get_toxicity_scorer("hf", model_path=str(tmp_path / "nope"))
+

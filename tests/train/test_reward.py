@@ -213,3 +213,10 @@ def test_reward_model_scoring_holds_no_model_after_use(tiny_model_dir, tmp_path)
     gc.collect()
     assert len(refs) == 2 and all(r() is None for r in refs)
     assert not hasattr(__import__("simplesafe.train.reward", fromlist=["_CACHE"]), "_CACHE")
+
+
+def test_length_baseline_accuracy_counts_ties_half():
+    from simplesafe.train.reward import length_baseline_accuracy
+
+    rows = [{"chosen": "a b c", "rejected": "a"}, {"chosen": "a", "rejected": "a b"}, {"chosen": "a b", "rejected": "c d"}]
+    assert length_baseline_accuracy(rows) == 0.5

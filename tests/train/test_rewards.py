@@ -114,3 +114,14 @@ def test_a_train_rm_folder_is_scored_by_the_rm_trainers_own_helper(tiny_model_di
     qs, ans = ["Why?", "How?"], ["Because.", "Like this, slowly."]
     np.testing.assert_allclose(reward.score(qs, ans).parts["safety_rm"], score_texts(tmp_path / "rm-safety", qs, ans),
                                rtol=1e-5)
+
+
+def test_safety_source_takes_the_toxicity_section(fake_detoxify):
+    from simplesafe.config import validate
+    from simplesafe.train.ppo import PPOStageConfig
+
+    cfg = validate(PPOStageConfig, {"rewards": [{"kind": "safety", "toxicity": fake_detoxify.section}]})
+    reward = CompositeReward(cfg.rewards)
+    s = reward.score(["q", "q"], ["you idiot", "a kind answer"])
+    assert fake_detoxify.built[-1]["model_type"] == "unbiased"
+    assert s.parts["safety"][0] == pytest.approx(0.1) and s.parts["safety"][1] == pytest.approx(0.98)

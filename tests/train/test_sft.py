@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from simplesafe.train.sft import SFTStageConfig, tokenize_example, train_sft
+from simplesafe.train.sft import SFTStageConfig, train_sft
+from simplesafe.train.tokenize import tokenize_example
 
 
 def _rows(n: int, offset: int = 0) -> list[dict]:

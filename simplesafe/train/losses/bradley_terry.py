@@ -8,9 +8,10 @@ al., 2022, InstructGPT, eq. 1):
     loss_i = -log sigma(r_chosen_i - r_rejected_i - m_i)
     L      = sum_i w_i * loss_i / sum_i w_i
 
-``w_i`` is the pair's weight: with ``K`` ranked answers to one question curation writes
-``w = 1 / C(K, 2)``, so each question counts once however many pairs it yields
-(InstructGPT's remedy for over-fitting to questions with many answers). ``m_i`` is an
+``w_i`` is the pair's weight: curation gives each question's kept pairs a total weight of
+1 (``1 / C(K, 2)`` per pair when all pairs of ``K`` ranked answers are kept, ``1 / n`` when
+n are kept), so each question counts once however many pairs it yields (InstructGPT's
+remedy for over-fitting to questions with many answers). ``m_i`` is an
 optional margin (Touvron et al., 2023, Llama 2, eq. 2): the chosen reward must beat the
 rejected one by at least ``m_i`` before the loss flattens. With all weights 1 and no
 margin this is the plain mean used by TRL's RewardTrainer.

@@ -6,7 +6,9 @@ import json
 
 import pytest
 
-from simplesafe.data.pipeline import DataBuildConfig, SourceConfig, build_datasets, build_lead
+from simplesafe.data.build import build_datasets
+from simplesafe.data.config import DataBuildConfig, SourceConfig
+from simplesafe.data.wiki import build_lead
 from simplesafe.errors import ConfigError, DataError
 
 SIMPLE = [
@@ -155,9 +157,9 @@ def test_stats_plots_and_load_dataset(built):
 
 def test_rerun_is_skipped(built, monkeypatch):
     cfg, out, headline = built
-    import simplesafe.data.pipeline as pl
+    import simplesafe.data.build as pl
 
-    monkeypatch.setattr(pl, "_build_qa", lambda *a, **k: (_ for _ in ()).throw(AssertionError("re-ran")))
+    monkeypatch.setattr(pl, "build_qa", lambda *a, **k: (_ for _ in ()).throw(AssertionError("re-ran")))
     assert build_datasets(cfg, out) == headline
 
 
@@ -223,7 +225,7 @@ def test_duplicate_question_keeps_the_evaluation_copy(tmp_path):
 
 
 def test_interrupted_build_leaves_no_done_marker_and_reruns(tmp_path, monkeypatch):
-    import simplesafe.data.pipeline as pl
+    import simplesafe.data.build as pl
 
     rows = [eli5_row("a", "Why do cats purr?", [(SIMPLE[1], 10)])]
     qa = tmp_path / "qa.jsonl"
@@ -281,3 +283,22 @@ def test_wiki_rows_missing_contrast_field_names_it(tmp_path):
                                                 contrast_field="normal")], leakage=False, plots=False)
     with pytest.raises(DataError, match=r"w.jsonl.*line 1.*normal"):
         build_datasets(cfg, tmp_path / "o")
+
+
+@pytest.mark.parametrize("threshold, toxic_to_sft", [(None, False), (0.95, True)])
+def test_toxicity_section_picks_backend_and_threshold(tmp_path, fake_detoxify, threshold, toxic_to_sft):
+    """`toxicity:` with detoxify (a local checkpoint) reaches the build; its threshold replaces max_toxicity."""
+    from simplesafe.config import validate
+
+    rows = [eli5_row("clean", "Why do cats purr?", [(SIMPLE[1], 10)]),
+            eli5_row("rude", "Why does it rain?", [(SIMPLE[5] + " Only an idiot asks.", 10)])]
+    qa = tmp_path / "qa.jsonl"
+    qa.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    section = dict(fake_detoxify.section, **({"threshold": threshold} if threshold is not None else {}))
+    cfg = validate(DataBuildConfig, {"sources": [{"path": str(qa), "kind": "qa"}], "leakage": False, "plots": False,
+                                     "validation_fraction": 0.0, "test_fraction": 0.0, "toxicity": section})
+    build_datasets(cfg, tmp_path / "o")
+    assert fake_detoxify.built and fake_detoxify.built[0]["model_type"] == "unbiased"
+    sft = {r["question_id"]: r for r in load_out(tmp_path / "o", "sft", "train")}
+    assert "clean" in sft and sft["clean"]["toxicity"] < 0.1
+    assert ("rude" in sft) is toxic_to_sft
