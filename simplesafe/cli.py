@@ -30,7 +30,7 @@ _NO_ARGS = (click.exceptions.NoArgsIsHelpError, _tc.NoArgsIsHelpError)
 _USAGE = (click.ClickException, _tc.ClickException)
 _ABORT = (click.exceptions.Abort, _TyperAbort)
 
-from simplesafe.commands import data, eval as eval_cmds, models, report, run, synth, train
+from simplesafe.commands import data, eval as eval_cmds, models, plan, report, run, synth, train
 from simplesafe.commands.common import STATE
 from simplesafe.errors import SimplesafeError
 
@@ -62,6 +62,7 @@ app.add_typer(eval_cmds.app, name="eval")
 app.add_typer(models.app, name="models")
 app.add_typer(report.app, name="report")
 app.command("run", help=run.run_recipe.__doc__)(run.run_recipe)
+app.command("plan", help=plan.plan_recipe_command.__doc__)(plan.plan_recipe_command)
 app.command("merge", help=train.merge.__doc__)(train.merge)
 
 

@@ -364,12 +364,22 @@ def _dpo(ctx: Context) -> dict:
     return run_dpo(_dpo_cfg(ctx), ctx.path("dpo"), force=ctx.force)
 
 
+def _merge_cfg(ctx: Context):
+    """The merge section, refused when it asks for a careful merge of an adapter that is not QLoRA."""
+    cfg = _section(MergeStageConfig, ctx.recipe.merge, "merge")
+    if cfg.mode == "careful" and "dpo" in ctx.recipe.stages and _dpo_cfg(ctx).method != "qlora":
+        raise ConfigError(f"recipe: merge.mode is careful, but dpo.method is {_dpo_cfg(ctx).method}: the careful "
+                          "merge rebuilds the NF4 base a QLoRA adapter was trained against; a plain LoRA adapter "
+                          "saw the unquantised base. Set merge.mode: simple, or dpo.method: qlora")
+    return cfg
+
+
 @register("merge")
 def _merge(ctx: Context) -> dict:
     from simplesafe.runs import stage
     from simplesafe.train.merge import run_merge
 
-    cfg = _section(MergeStageConfig, ctx.recipe.merge, "merge")
+    cfg = _merge_cfg(ctx)
     adapter = ctx.path("dpo", "adapter")
     with stage(ctx.run_dir, "merge", cfg, seed=ctx.recipe.seed, force=ctx.force) as st:
         if st.skipped:
@@ -439,7 +449,7 @@ def _ppo(ctx: Context) -> dict:
 def _grpo_cfg(ctx: Context):
     from simplesafe.train.grpo import GRPOStageConfig
 
-    defaults = ctx.with_template({"model": ctx.sft_model(), "data": [str(ctx.path("data", "rl"))],
+    defaults = ctx.with_template({"policy": ctx.sft_model(), "data": [str(ctx.path("data", "rl"))],
                                   "seed": ctx.recipe.seed})
     return _section(GRPOStageConfig, ctx.recipe.grpo, "grpo", defaults)
 
@@ -810,7 +820,7 @@ VALIDATORS: dict[str, Callable[[Context], Any]] = {
     "sft": _sft_cfg,
     "rm": _rm_cfgs,
     "dpo": _dpo_cfg,
-    "merge": lambda c: _section(MergeStageConfig, c.recipe.merge, "merge"),
+    "merge": lambda c: _merge_cfg(c),
     "ppo": _ppo_cfg,
     "grpo": _grpo_cfg,
     "eval": _eval_cfg,
@@ -900,9 +910,28 @@ def validate_recipe(recipe_path: Path, overrides: list[str] = (), run_dir: Path 
     return ctx
 
 
-def run_pipeline(recipe_path: Path, overrides: list[str], run_dir: Path | None = None, force: bool = False) -> dict:
+def check_memory(ctx: Context, force: bool, device_memory: str | float | None = None) -> None:
+    """The memory plan of the stages still to run; :class:`ConfigError` (exit 2) when one cannot fit."""
+    from simplesafe.plan import check_recipe_fits, gib
+    from simplesafe.plan.shapes import PlanUnavailable
+
+    pending = [s for s in ctx.recipe.stages if force or not _stage_done(ctx.run_dir, s)]
+    try:
+        plans = check_recipe_fits(ctx, pending, device_memory)
+    except PlanUnavailable as exc:
+        log.warning("memory plan skipped: %s", exc)
+        return
+    if plans:
+        worst = max(plans, key=lambda p: p.peak)
+        print(f"memory plan: the largest stage is {worst.stage} with {gib(worst.peak)} at its "
+              f"{worst.peak_phase.name if worst.peak_phase else '-'} (simplesafe plan {ctx.recipe.name} for the table)")
+
+
+def run_pipeline(recipe_path: Path, overrides: list[str], run_dir: Path | None = None, force: bool = False,
+                 device_memory: str | float | None = None) -> dict:
     ctx = validate_recipe(recipe_path, overrides, run_dir, force)
     recipe, rdir = ctx.recipe, ctx.run_dir
+    check_memory(ctx, force, device_memory)
     rdir.mkdir(parents=True, exist_ok=True)
     from simplesafe.atomic import write_text
 
@@ -915,6 +944,7 @@ def run_pipeline(recipe_path: Path, overrides: list[str], run_dir: Path | None =
         print(f"[{time.strftime('%H:%M:%S')}] stage {name}" + (" (done, skipping)" if was_done else ""), flush=True)
         t0 = time.time()
         results[name] = STAGES[name](ctx)
+        release_stage_models()
         timings.append({"stage": name, "status": "cached" if was_done else "ran", "seconds": round(time.time() - t0, 1)})
         write_json(timings_path, _merge_timings(timings_path, timings))
     total = {"stage": "total", "status": "", "seconds": round(time.time() - t_all, 1)}
@@ -929,6 +959,17 @@ def run_pipeline(recipe_path: Path, overrides: list[str], run_dir: Path | None =
     _summary(ctx, results)
     print(f"\nrun directory: {rdir.resolve()}")
     return results
+
+
+def release_stage_models() -> None:
+    """Between stages: drop the per-process model caches (sentence encoders, curation's toxicity scorers) and
+    return freed GPU memory, so nothing one stage loaded stays resident in the next."""
+    from simplesafe.data import scoring
+    from simplesafe.models.load import clear_encoder_cache, release_memory
+
+    clear_encoder_cache()
+    scoring._SCORERS.clear()
+    release_memory()
 
 
 def _stage_done(rdir: Path, name: str) -> bool:

@@ -1,6 +1,6 @@
 """``simplesafe train``: SFT, reward models, DPO, PPO, GRPO, RLOO, best-of-n, expert iteration.
 
-    simplesafe train sft recipes/gpu/sft-qlora.yaml out=runs/x/sft
+    simplesafe train sft recipes/gpu/sft.yaml out=runs/x/sft
     simplesafe train sft data=runs/demo/data/sft model=embedded:tiny out=runs/demo/sft epochs=3
     simplesafe train rm name=safety out=runs/demo/rm-safety
     simplesafe train dpo data=runs/demo/data/rm model=runs/demo/sft out=runs/demo/dpo beta=0.1
@@ -84,7 +84,8 @@ def merge(
                                               "log-likelihood comparison"),
     compare: bool = typer.Option(True, "--compare/--no-compare", help="also build the other merge and report differences"),
     dtype: str = typer.Option("bfloat16", "--dtype", help="dtype of the merged weights"),
-    train_dtype: str = typer.Option("float32", "--train-dtype", help="dtype the QLoRA base was loaded in for training"),
+    train_dtype: Optional[str] = typer.Option(None, "--train-dtype", help="careful: dtype the QLoRA base was quantised "
+                                              "from (default: recorded in the adapter folder; bfloat16 when not)"),
     template: Optional[str] = typer.Option(None, "--template", help="prompt template for the log-likelihood (default: the report's)"),
 ) -> None:
     """Merge a LoRA/QLoRA adapter into its base (--mode simple | careful)."""

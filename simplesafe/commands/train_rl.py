@@ -1,7 +1,7 @@
 """``simplesafe train {ppo,grpo,rloo,bon,expiter}``: the reinforcement-learning and sampling trainers.
 
     simplesafe train ppo policy=runs/demo/sft data=runs/demo/data/rl out=runs/demo/ppo steps=12 max_new_tokens=48
-    simplesafe train ppo recipes/demo.yaml memory_mode=separate        # the recipe's 'ppo' section + overrides
+    simplesafe train ppo recipes/demo.yaml policy=runs/demo/sft data=runs/demo/data/rl memory_mode=separate
     simplesafe train grpo policy=runs/demo/sft data=runs/demo/data/rl out=runs/demo/grpo steps=10
     simplesafe train rloo policy=runs/demo/sft data=runs/demo/data/rl out=runs/demo/rloo steps=10
     simplesafe train bon policy=runs/demo/sft data=runs/demo/data/rl split=test n=8 out=runs/demo/bon

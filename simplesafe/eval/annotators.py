@@ -232,14 +232,14 @@ class CompositeAnnotator(ScoreAnnotator):
 
 class RewardModelAnnotator(ScoreAnnotator):
     def __init__(self, name, model: str, batch_size: int = 16, max_length: int = 512, margin: float = 0.0,
-                 template: str = TEMPLATE, **kw):
+                 template: str = TEMPLATE, device: str = "auto", dtype: str = "auto", **kw):
         super().__init__(name, **kw)
-        from simplesafe.models.load import load_sequence_classifier, load_tokenizer
+        from simplesafe.models.load import inference_dtype, load_sequence_classifier, load_tokenizer, resolve_device
 
-        import torch
-
-        self.model = load_sequence_classifier(model)
-        self.model.to("cuda" if torch.cuda.is_available() else "cpu").eval()
+        # the one dtype rule and device: auto (bf16 on a GPU, never an fp32 copy of a large model there)
+        device = resolve_device(device)
+        self.model = load_sequence_classifier(model, dtype=inference_dtype(dtype, device))
+        self.model.to(device).eval().requires_grad_(False)
         self.tokenizer = load_tokenizer(model, padding_side="right")
         self.tokenizer.truncation_side = "left"  # long texts keep the answer, as the PPO reward does
         if self.model.config.pad_token_id is None:

@@ -97,18 +97,10 @@ def read_prompts(path: str | Path, limit: int | None = None) -> list[dict]:
     return out
 
 
-def resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
 def load_generation_model(model: str, adapter: str | None, dtype: str = "auto", quantization: str = "none",
                           device: str = "auto"):
     """(model, tokenizer) for a full model, base + adapter, or an adapter folder alone."""
-    from simplesafe.models.load import inference_dtype, load_causal_lm, load_tokenizer
+    from simplesafe.models.load import inference_dtype, load_causal_lm, load_tokenizer, resolve_device
 
     base, adapter_dir = model, adapter
     cfg_file = Path(model) / "adapter_config.json"

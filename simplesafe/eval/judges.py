@@ -92,14 +92,20 @@ class Judge:
             out = 1.0 - np.asarray(self._scorer.score(list(answers))["toxicity"], dtype=float)
         else:
             if self._scorer is None:
-                from simplesafe.train.reward import load_reward_model
+                from simplesafe.train.reward import RewardModel
 
-                self._scorer = load_reward_model(self.spec.model)
+                self._scorer = RewardModel(self.spec.model)
             out = np.asarray(self._scorer.score(list(questions), list(answers), self.spec.batch_size), dtype=float)
         out = out.astype(float)
         if kind != "length":
             out[empty] = math.nan
         return out
+
+    def close(self) -> None:
+        """Drop the loaded scorer (a reward model's memory is returned); the next call loads it again."""
+        if self._scorer is not None and hasattr(self._scorer, "close"):
+            self._scorer.close()
+        self._scorer = None
 
     def scores(self, values: np.ndarray) -> np.ndarray:
         """Oriented so that higher is better; NaN stays NaN (it loses)."""

@@ -235,6 +235,8 @@ def run_eval(cfg: EvalConfig, run_dir: str | Path, models: dict, prompts_path: s
                 write_json(mout, {k: v for k, v in m.items() if k != "per_answer"})
             metrics[name] = m
             rows[name] = read_jsonl_tolerant(mout.with_suffix(".answers.jsonl"))
+        for judge in judges.values():  # reward-model judges leave the accelerator before the KL models load
+            judge.close()
 
         # win rates of every model against each comparison model, per judge
         wr_path = edir / "winrates.json"
@@ -278,6 +280,8 @@ def run_eval(cfg: EvalConfig, run_dir: str | Path, models: dict, prompts_path: s
                 pool_summaries[name] = s
 
         redteam = _redteam(cfg, specs, judges, edir) if cfg.redteam else None
+        for judge in judges.values():
+            judge.close()
 
         if cfg.rubric_backend is not None:
             from simplesafe.eval.rubric import RubricConfig, run_rubric

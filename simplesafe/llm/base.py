@@ -208,7 +208,9 @@ class BackendConfig(StageConfig):
     max_retries: int = Field(5, ge=0, le=20, description="openai: retries on 429/5xx/network errors (exponential backoff, honours Retry-After)")
     max_backoff_s: float = Field(30.0, gt=0, description="openai: longest single wait between retries")
     batch_size: int = Field(16, ge=1, description="hf: prompts per forward batch")
-    dtype: str = Field("auto", description="hf/vllm: weight dtype (auto: bf16 on a GPU or a bf16-capable CPU, else fp32)")
+    dtype: str = Field("auto", description="hf/vllm: weight dtype (auto: bf16 on a GPU with bf16, else fp16; bf16 on a "
+                       "bf16-capable CPU, else fp32)")
+    device: str = Field("auto", description="hf: auto (cuda when a GPU is visible, else cpu), cpu, cuda, cuda:1, ...")
     max_prompt_tokens: int = Field(1024, ge=8, description="hf: prompts are truncated from the left to this many tokens")
     script: str | None = Field(None, description="scripted: JSON file of [{match: regex, response: text}] rules")
 
@@ -226,7 +228,7 @@ def make_backend(cfg: BackendConfig, cache_path: str | Path | None = None) -> Ba
         from simplesafe.llm.hf import HFBackend
 
         return HFBackend(cfg.model, batch_size=cfg.batch_size, dtype=cfg.dtype,
-                         max_prompt_tokens=cfg.max_prompt_tokens, cache=cache)
+                         max_prompt_tokens=cfg.max_prompt_tokens, cache=cache, device=cfg.device)
     if cfg.backend == "vllm":
         from simplesafe.llm.vllm_engine import VLLMBackend
 

@@ -11,8 +11,10 @@ keep their end (left truncation), since the instruction to answer sits at the en
     backend.generate([[{"role": "user", "content": "Why is the sky blue?"}]], GenParams(max_new_tokens=32))
 
 Decoding is :func:`simplesafe.llm.sampling.sample` (top-k 50, then top-p, as transformers'
-defaults; several times faster than ``model.generate`` on a CPU). ``dtype: auto`` loads
-bf16 on a GPU or a bf16-capable CPU, fp32 otherwise.
+defaults; several times faster than ``model.generate`` on a CPU). ``device: auto`` puts the
+model on the GPU when there is one; ``dtype: auto`` follows the one rule
+(:func:`simplesafe.models.load.inference_dtype`: bf16 on a GPU with bf16, else fp16; bf16 on a
+bf16-capable CPU, else fp32).
 
 The bench ``python bench/synth.py`` compares batched with one-at-a-time decoding.
 """
@@ -30,7 +32,7 @@ class HFBackend(Backend):
     name = "hf"
 
     def __init__(self, model: str, batch_size: int = 16, dtype: str = "auto", max_prompt_tokens: int = 1024,
-                 cache=None, loaded=None, cache_model: str | None = None):
+                 cache=None, loaded=None, cache_model: str | None = None, device: str = "auto"):
         super().__init__(model, cache)
         if cache_model:
             self.cache_model = cache_model
@@ -39,11 +41,9 @@ class HFBackend(Backend):
         if loaded is not None:
             self.lm, self.tok = loaded
         else:
-            import torch
+            from simplesafe.models.load import inference_dtype, load_causal_lm, load_tokenizer, resolve_device
 
-            from simplesafe.models.load import inference_dtype, load_causal_lm, load_tokenizer
-
-            device = "cuda" if torch.cuda.is_available() else "cpu"
+            device = resolve_device(device)
             self.tok = load_tokenizer(model, padding_side="left")
             self.lm = load_causal_lm(model, dtype=inference_dtype(dtype, device)).to(device)
         self.tok.padding_side = "left"

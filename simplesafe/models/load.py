@@ -88,16 +88,73 @@ def cpu_has_native_bf16() -> bool:
         return False
 
 
-def inference_dtype(dtype: str | None, device: str = "cpu") -> str:
-    """Resolve ``auto`` for inference: bf16 on a GPU that has it (else fp16), bf16 on a CPU with native
-    bf16 (generation about 1.4x faster than fp32 with SmolLM2-135M on 2 AVX512-BF16 cores), else fp32."""
-    if dtype not in (None, "auto"):
-        return dtype
+# --------------------------------------------------------------------------- the one dtype and device rule
+
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+_PRECISION_DTYPE = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+_DTYPE_PRECISION = {"float32": "fp32", "fp32": "fp32", "bfloat16": "bf16", "bf16": "bf16", "float16": "fp16",
+                    "fp16": "fp16"}
+
+
+def resolve_device(device: str | None = "auto") -> str:
+    """``auto``: ``cuda`` when a GPU is visible, else ``cpu``; anything else is returned as given."""
+    if device in (None, "auto"):
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return str(device)
+
+
+def resolve_precision(precision: str | None, device: str | None = "auto") -> str:
+    """The compute precision of every model in simplesafe, training and inference alike.
+
+    ``auto`` is: bf16 on a GPU that has it; fp16 on a GPU without bf16 (a T4, a V100), where
+    training scales the loss (transformers' ``fp16``, accelerate's ``mixed_precision="fp16"``,
+    ``torch.amp.GradScaler`` in PPO); on a CPU bf16 when it has native bf16 instructions
+    (AVX512-BF16/AMX), else fp32. ``fp32``, ``bf16`` and ``fp16`` (or ``float32`` ...) force one.
+
+    What the precision means for memory (the same on every device, so a bf16 run on a CPU is the
+    GPU code path minus CUDA): frozen weights (a LoRA base, a DPO reference, reward models and
+    generators) are stored in the compute dtype; trainable weights (full fine-tuning, adapters,
+    heads) stay fp32 and the forward and backward passes run under autocast in the compute
+    dtype; QLoRA bases are NF4 with the compute dtype as bitsandbytes' compute dtype.
+    """
+    if precision not in (None, "auto"):
+        if precision not in _DTYPE_PRECISION:
+            raise ModelLoadError(f"unknown precision/dtype '{precision}'; allowed: auto, fp32, bf16, fp16 "
+                                 "(or float32, bfloat16, float16)")
+        return _DTYPE_PRECISION[precision]
     import torch
 
-    if str(device).startswith("cuda"):
-        return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
-    return "bfloat16" if cpu_has_native_bf16() else "float32"
+    device = resolve_device(device)
+    if device.startswith("cuda"):
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "bf16" if cpu_has_native_bf16() else "fp32"
+
+
+def precision_dtype(precision: str) -> str:
+    """``bf16`` -> ``bfloat16`` (the name :func:`torch_dtype` and ``load_*`` take)."""
+    return _PRECISION_DTYPE[_DTYPE_PRECISION.get(precision, precision)]
+
+
+def inference_dtype(dtype: str | None, device: str = "cpu") -> str:
+    """Weight dtype for inference: ``auto`` follows :func:`resolve_precision` (bf16 on a GPU that has it, else
+    fp16; bf16 on a CPU with native bf16 (generation about 1.4x faster than fp32 with SmolLM2-135M on 2
+    AVX512-BF16 cores), else fp32); an explicit dtype is kept."""
+    if dtype not in (None, "auto"):
+        return precision_dtype(dtype) if dtype in _DTYPE_PRECISION else dtype
+    return precision_dtype(resolve_precision("auto", device))
+
+
+def release_memory() -> None:
+    """Return freed accelerator memory once the models that held it are gone (between stages)."""
+    import gc
+
+    gc.collect()
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def quantization_config(quantization: Quantization, compute_dtype: str = "bfloat16"):
@@ -151,7 +208,8 @@ def load_causal_lm(
 
 
 def load_sequence_classifier(name_or_path: str, num_labels: int | None = None, trust_remote_code: bool = False,
-                             dtype: str | None = "float32"):
+                             dtype: str | None = "float32", quantization: Quantization = "none", device_map=None):
+    """A sequence classifier (reward models, toxicity classifiers); ``quantization="nf4"`` for a QLoRA reward model."""
     from transformers import AutoModelForSequenceClassification
 
     _check_trust(trust_remote_code, name_or_path)
@@ -160,24 +218,38 @@ def load_sequence_classifier(name_or_path: str, num_labels: int | None = None, t
         kwargs["num_labels"] = num_labels
     if dtype not in (None, "auto"):
         kwargs["dtype"] = torch_dtype(dtype)
+    qc = quantization_config(quantization, compute_dtype=dtype if dtype in ("bfloat16", "float16") else "bfloat16")
+    if qc is not None:
+        kwargs["quantization_config"] = qc
+    if device_map is not None:
+        kwargs["device_map"] = device_map
     return _load(AutoModelForSequenceClassification.from_pretrained, name_or_path, **kwargs)
 
 
 _ENCODERS: dict[tuple[str, str], object] = {}
 
 
-def load_sentence_encoder(name_or_path: str = "embedded:minilm", device: str = "cpu", trust_remote_code: bool = False):
-    """A sentence-transformers encoder, cached per process (loading costs ~1 s)."""
+def load_sentence_encoder(name_or_path: str = "embedded:minilm", device: str = "auto", trust_remote_code: bool = False,
+                          cache: bool = True):
+    """A sentence-transformers encoder, cached per process (loading costs ~1 s); ``device: auto`` puts it on the
+    GPU when there is one. :func:`clear_encoder_cache` drops the cache (the recipe runner does, between stages);
+    ``cache=False`` loads a private copy (to be modified) without keeping a second one in the cache."""
+    device = resolve_device(device)
     key = (name_or_path, device)
-    if key in _ENCODERS:
+    if cache and key in _ENCODERS:
         return _ENCODERS[key]
     from sentence_transformers import SentenceTransformer
 
     _check_trust(trust_remote_code, name_or_path)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     model = _load(SentenceTransformer, name_or_path, device=device, trust_remote_code=trust_remote_code)
-    _ENCODERS[key] = model
+    if cache:
+        _ENCODERS[key] = model
     return model
+
+
+def clear_encoder_cache() -> None:
+    _ENCODERS.clear()
 
 
 def save_pretrained(model, tokenizer, out_dir: str | Path) -> Path:

@@ -164,7 +164,7 @@ class DetoxifyScorer:
     name = "detoxify"
 
     def __init__(self, checkpoint: str | None = None, config_path: str | None = None,
-                 model_type: str = "unbiased", batch_size: int = 32, device: str = "cpu"):
+                 model_type: str = "unbiased", batch_size: int = 32, device: str = "auto"):
         from simplesafe.errors import ModelLoadError
 
         try:
@@ -175,7 +175,9 @@ class DetoxifyScorer:
             raise ModelLoadError(f"detoxify checkpoint not found: {checkpoint!r}. {DETOXIFY_HELP}")
         if not config_path or not Path(config_path).is_dir():
             raise ModelLoadError(f"detoxify config_path folder not found: {config_path!r}. {DETOXIFY_HELP}")
-        self.model = Detoxify(model_type, checkpoint=str(checkpoint), device=device,
+        from simplesafe.models.load import resolve_device
+
+        self.model = Detoxify(model_type, checkpoint=str(checkpoint), device=resolve_device(device),
                               huggingface_config_path=str(config_path))
         self.batch_size = batch_size
         self.labels: list[str] = []
@@ -215,10 +217,11 @@ class HFClassifierScorer:
     name = "hf"
 
     def __init__(self, model_path: str | None = None, batch_size: int = 32, max_length: int = 256,
-                 benign_labels: list[str] | None = None, device: str = "cpu", trust_remote_code: bool = False):
+                 benign_labels: list[str] | None = None, device: str = "auto", trust_remote_code: bool = False):
         from simplesafe.errors import ConfigError
-        from simplesafe.models.load import load_sequence_classifier, load_tokenizer
+        from simplesafe.models.load import load_sequence_classifier, load_tokenizer, resolve_device
 
+        device = resolve_device(device)  # auto: the GPU when there is one (fp32: a small calibrated classifier)
         if not model_path:
             raise ConfigError("the 'hf' toxicity backend needs model_path=LOCAL_DIR (a sequence classifier folder)")
         self.model = load_sequence_classifier(model_path, trust_remote_code=trust_remote_code).to(device).eval()

@@ -1,7 +1,6 @@
 """Best-of-n: sample n answers per prompt and keep the one the reward likes best.
 
     simplesafe train bon policy=runs/demo/sft data=runs/demo/data/rl split=test n=8 out=runs/demo/bon
-    simplesafe train bon recipes/demo.yaml                                  # section 'bon'
 
 AlpacaFarm (Dubois et al., 2023) uses best-of-n against the reward model as a strong,
 training-free baseline for learning from feedback (their best-of-16 beat several trained
@@ -105,7 +104,7 @@ def best_of_n(cfg: BestOfNStageConfig, out_dir: str | Path, progress: bool = Tru
     """
     from simplesafe.io import append_jsonl, read_jsonl_tolerant
     from simplesafe.runs import set_seed
-    from simplesafe.train.common import has_gpu, read_split, split_paths
+    from simplesafe.train.common import read_split, split_paths
     from simplesafe.train.ppo import fit_prompt, load_ppo_tokenizer, load_sft_policy, prompt_token_budget
     from simplesafe.train.rewards import CompositeReward
 
@@ -131,9 +130,10 @@ def best_of_n(cfg: BestOfNStageConfig, out_dir: str | Path, progress: bool = Tru
     if todo:
         set_seed(cfg.seed + len(done))  # a resumed run does not replay the samples of the finished prompts
         tokenizer = load_ppo_tokenizer(policy)
-        model = load_sft_policy(policy, "bfloat16" if has_gpu() else "float32").eval()
-        if has_gpu():
-            model.to("cuda")
+        from simplesafe.models.load import inference_dtype, resolve_device
+
+        device = resolve_device("auto")
+        model = load_sft_policy(policy, inference_dtype("auto", device)).eval().to(device)
         budget = prompt_token_budget(cfg, model.config)
         for start in range(0, len(todo), cfg.batch_size):
             chunk = todo[start: start + cfg.batch_size]

@@ -2,14 +2,18 @@
 
 - :class:`LoraSettings` and :func:`peft_config`: LoRA (Hu et al., 2021) and QLoRA
   (Dettmers et al., 2023: NF4 base + bf16 adapters on every linear layer) through peft.
-- :func:`load_policy`: a causal LM ready for ``full``, ``lora`` or ``qlora`` training.
+- :func:`training_precision`, :func:`weight_dtype`: the one dtype rule
+  (:func:`simplesafe.models.load.resolve_precision`) as the trainers apply it.
+- :func:`load_policy`: a causal LM (or a reward model's classifier) ready for ``full``, ``lora`` or
+  ``qlora`` training, gradient checkpointing on when asked; :func:`record_adapter` notes how an
+  adapter was trained (the careful merge reads it).
 - :func:`format_prompt` and ``REPORT_TEMPLATE`` (from :mod:`simplesafe.text.prompt`): the
   report's ``### Human: {question} ### Assistant:`` prompt, any other ``{question}``
   template, or the tokenizer's own chat template (``template: chat``).
 - :func:`read_split`: rows of a dataset directory (``train/validation/test.jsonl``) or of
   explicit files, with the required fields checked (errors name file, line and field).
-- :func:`training_arguments`: the transformers/TRL arguments every trainer shares, set for
-  CPU (fp32, no gradient checkpointing, ``use_cpu``) when no GPU is visible.
+- :func:`training_arguments`: the transformers/TRL arguments every trainer shares (``use_cpu``
+  when no GPU is visible; precision from the same rule).
 
 Nothing here trains; the trainers import it.
 """
@@ -35,6 +39,7 @@ SPLIT_FILES = ("train", "validation", "test")
 DATA_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".parquet", ".csv", ".tsv")
 
 Method = Literal["full", "lora", "qlora"]
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
 
 
 class LoraSettings(StageConfig):
@@ -147,15 +152,20 @@ def has_gpu() -> bool:
     return torch.cuda.is_available()
 
 
-def use_bf16(precision: str = "auto") -> bool:
-    """bf16 autocast for training: on a GPU, or on a CPU with native bf16 instructions (``auto``)."""
-    if precision == "fp32":
-        return False
-    if precision == "bf16":
-        return True
-    from simplesafe.models.load import cpu_has_native_bf16
+def training_device() -> str:
+    return "cuda" if has_gpu() else "cpu"
 
-    return has_gpu() or cpu_has_native_bf16()
+
+def training_precision(precision: str = "auto") -> str:
+    """``bf16``, ``fp16`` or ``fp32`` for training on this machine: :func:`simplesafe.models.load.resolve_precision`."""
+    from simplesafe.models.load import resolve_precision
+
+    return resolve_precision(precision, training_device())
+
+
+def use_bf16(precision: str = "auto") -> bool:
+    """bf16 autocast for training: on a GPU with bf16, or on a CPU with native bf16 instructions (``auto``)."""
+    return training_precision(precision) == "bf16"
 
 
 def peft_config(lora: LoraSettings, task_type: str = "CAUSAL_LM"):
@@ -167,28 +177,70 @@ def peft_config(lora: LoraSettings, task_type: str = "CAUSAL_LM"):
     )
 
 
-def load_policy(model: str, method: Method, dtype: str | None = None, gradient_checkpointing: bool = False):
-    """A causal LM for training: fp32 on CPU, bf16 on a GPU; ``qlora`` loads the base in NF4.
+ADAPTER_RECORD = "simplesafe_adapter.json"
 
-    For ``qlora`` the base is prepared with peft's ``prepare_model_for_kbit_training``
-    (layer norms in fp32, input grads enabled) as in the QLoRA paper.
+
+def weight_dtype(method: str, precision: str) -> str:
+    """The dtype a model is loaded in for training with ``method`` at ``precision`` (bf16/fp16/fp32).
+
+    Trainable weights (``full``) stay fp32 (autocast computes in ``precision``; fp16 loss scaling
+    needs fp32 weights); a frozen base (``lora``) is stored in the compute dtype; a ``qlora`` base
+    is quantised to NF4 from the compute dtype, as on a GPU (fp32 when training in fp32).
     """
-    from simplesafe.models.load import load_causal_lm
+    from simplesafe.models.load import precision_dtype
 
-    if dtype is None:
-        dtype = "bfloat16" if has_gpu() else "float32"
+    return "float32" if method == "full" else precision_dtype(precision)
+
+
+def load_policy(model: str, method: Method, precision: str = "auto", gradient_checkpointing: bool = False,
+                kind: Literal["causal", "classifier"] = "causal", num_labels: int | None = None):
+    """A model for training with ``method`` (see :func:`weight_dtype`); ``kind: classifier`` for reward models.
+
+    For ``qlora`` the base is prepared with peft's ``prepare_model_for_kbit_training`` (layer norms,
+    embeddings and the head in fp32, input grads enabled) as in the QLoRA paper. The model carries
+    ``simplesafe_training`` (method, precision, and for QLoRA the dtype it was quantised from), which
+    :func:`record_adapter` writes next to the adapter so a careful merge can quantise the same way.
+    Gradient checkpointing (non-reentrant) is switched on here for every method, on any device.
+    """
+    import os
+
+    from simplesafe.models.load import load_causal_lm, load_sequence_classifier
+
+    p = training_precision(precision)
+    dtype = weight_dtype(method, p)
+    kwargs = {} if kind == "causal" else {"num_labels": num_labels}
+    loader = load_causal_lm if kind == "causal" else load_sequence_classifier
     if method == "qlora":
         from peft import prepare_model_for_kbit_training
 
-        import os
-
         # under DDP each process holds its own copy on its own GPU
         device_map = {"": int(os.environ.get("LOCAL_RANK", 0))} if has_gpu() else None
-        m = load_causal_lm(model, dtype=dtype, quantization="nf4", device_map=device_map)
+        m = loader(model, dtype=dtype, quantization="nf4", device_map=device_map, **kwargs)
         if not has_gpu():
             disable_bnb_cpu_packing(m)
-        return prepare_model_for_kbit_training(m, use_gradient_checkpointing=gradient_checkpointing)
-    return load_causal_lm(model, dtype=dtype)
+        m = prepare_model_for_kbit_training(m, use_gradient_checkpointing=gradient_checkpointing,
+                                            gradient_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        m = loader(model, dtype=dtype, **kwargs)
+        if method == "lora":
+            m.requires_grad_(False)
+        if gradient_checkpointing:
+            m.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    m.simplesafe_training = {"method": method, "precision": p, "weight_dtype": dtype,
+                             **({"quantization": "nf4", "quantized_from": dtype} if method == "qlora" else {})}
+    return m
+
+
+def record_adapter(adapter_dir: str | Path, model, base: str) -> None:
+    """Write how the adapter in ``adapter_dir`` was trained (``simplesafe_adapter.json``): method, precision,
+    and for QLoRA the dtype the base was quantised from. :mod:`simplesafe.train.merge` reads it."""
+    from simplesafe.atomic import write_json
+
+    info = dict(getattr(model, "simplesafe_training", None) or {})
+    if not info:
+        base_model = getattr(model, "get_base_model", lambda: model)()
+        info = dict(getattr(base_model, "simplesafe_training", None) or {})
+    write_json(Path(adapter_dir) / ADAPTER_RECORD, {**info, "base": str(base)})
 
 
 def disable_bnb_cpu_packing(model) -> None:
@@ -214,16 +266,17 @@ def training_arguments(out_dir: str | Path, *, lr: float, epochs: float, batch_s
                        precision: str = "auto", **extra) -> dict:
     """Keyword arguments shared by TRL's configs (SFTConfig, RewardConfig, DPOConfig).
 
-    On CPU: ``use_cpu``, no gradient checkpointing, and bf16 autocast when ``precision`` is
-    ``auto`` and the CPU has native bf16 (AVX512-BF16/AMX: LoRA on SmolLM2-135M trains about
-    1.3x faster than fp32; weights and optimizer state stay fp32). Evaluation and saving happen
+    Precision follows :func:`training_precision` (bf16 autocast on a GPU with bf16 or a CPU with
+    native bf16: LoRA on SmolLM2-135M trains about 1.3x faster than fp32 there; fp16 autocast with
+    loss scaling on a GPU without bf16; trainable weights and optimizer state stay fp32).
+    Gradient checkpointing is non-reentrant and honoured on any device. Evaluation and saving happen
     once per epoch (or every ``max_steps`` when training by steps) so the best epoch by
     validation loss can be kept (``load_best_model_at_end``): with a small SFT set the
     last epoch is often already memorising.
     """
     gpu = has_gpu()
     strategy = "epoch" if eval_each_epoch else "no"
-    bf16 = use_bf16(precision)
+    p = training_precision(precision)
     kwargs = dict(
         output_dir=str(out_dir),
         learning_rate=lr,
@@ -250,9 +303,11 @@ def training_arguments(out_dir: str | Path, *, lr: float, epochs: float, batch_s
         disable_tqdm=False,
         dataloader_num_workers=0,
         remove_unused_columns=False,
-        bf16=bf16,
+        bf16=p == "bf16",
+        fp16=p == "fp16",
         use_cpu=not gpu,
-        gradient_checkpointing=gradient_checkpointing and gpu,
+        gradient_checkpointing=gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False} if gradient_checkpointing else None,
     )
     if max_steps and eval_each_epoch:
         # training by steps: "epoch" would evaluate never or once; evaluate at the end instead
@@ -317,12 +372,41 @@ def run_training_stage(cfg, out_dir: str | Path, force: bool, train_fn) -> dict:
 
 
 
+def span_logprobs(model, ids, attention, spans: list[tuple[int, int]]):
+    """Log-probability of the tokens ``ids[j, a:b]`` for each row's span ``(a, b)``, one fp32 tensor per row.
+
+    The LM head runs on the trunk's last hidden state at the span's positions only, so no
+    (batch x length x vocabulary) logits tensor is ever built: with a 150k vocabulary (Qwen) the
+    full fp32 logits of 16 answers of 768 tokens would take 7 GiB, these take one row at a time.
+    Models whose head is not a plain projection of the last hidden state (logit soft-capping,
+    logit scaling) fall back to the full forward, one row at a time.
+    """
+    import torch
+
+    hf = model.get_base_model() if hasattr(model, "get_base_model") else model
+    cfg = hf.config.get_text_config()
+    plain_head = not any(getattr(cfg, k, None) not in (None, 1.0) for k in ("final_logit_softcapping", "logit_scale"))
+    out = []
+    if plain_head and hasattr(hf, "base_model") and hf.get_output_embeddings() is not None:
+        hidden = hf.base_model(input_ids=ids, attention_mask=attention).last_hidden_state
+        head = hf.get_output_embeddings()
+        for j, (a, b) in enumerate(spans):
+            logits = head(hidden[j, a - 1: b - 1]).float()
+            out.append(logits.gather(-1, ids[j, a:b].unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1))
+        return out
+    for j, (a, b) in enumerate(spans):
+        logits = model(input_ids=ids[j: j + 1], attention_mask=attention[j: j + 1]).logits[0, a - 1: b - 1].float()
+        out.append(logits.gather(-1, ids[j, a:b].unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1))
+    return out
+
+
 def answer_logprobs(model, tokenizer, prompts: list[str], answers: list[str], add_special_tokens: bool = True,
                     batch_size: int = 16) -> list[float]:
     """Summed log-probability of each answer's tokens after its (already formatted) prompt.
 
     Prompt and answer are tokenised separately and concatenated, as in SFT, so the
     boundary is exact; batches are right-padded. Used for KL estimates between models.
+    Logits are computed for answer positions only (:func:`span_logprobs`).
     """
     import torch
 
@@ -341,14 +425,10 @@ def answer_logprobs(model, tokenizer, prompts: list[str], answers: list[str], ad
             width = max(len(p) + len(a) for p, a in chunk)
             ids = torch.full((len(chunk), width), pad)
             att = torch.zeros((len(chunk), width), dtype=torch.long)
-            mask = torch.zeros((len(chunk), width), dtype=torch.bool)
             for j, (p, a) in enumerate(chunk):
                 ids[j, : len(p) + len(a)] = torch.tensor(p + a)
                 att[j, : len(p) + len(a)] = 1
-                mask[j, len(p): len(p) + len(a)] = True
-            logits = model(input_ids=ids.to(device), attention_mask=att.to(device)).logits.float()
-            logp = torch.log_softmax(logits[:, :-1], dim=-1)
-            picked = logp.gather(-1, ids[:, 1:].to(device).unsqueeze(-1)).squeeze(-1)
-            m = mask[:, 1:].to(device)
-            out.extend(float(x) for x in (picked * m).sum(-1).cpu())
+            spans = [(max(len(p), 1), len(p) + len(a)) for p, a in chunk]
+            logps = span_logprobs(model, ids.to(device), att.to(device), spans)
+            out.extend(float(lp.sum()) if lp.numel() else 0.0 for lp in logps)
     return out

@@ -21,7 +21,7 @@ the data with ``pair_strategy: top2`` (or ``best_worst``/``random``). The reward
 use the weights (:mod:`simplesafe.train.reward`).
 
     simplesafe train dpo data=runs/demo/data/rm model=runs/demo/sft out=runs/demo/dpo beta=0.1
-    simplesafe train dpo recipes/gpu/dpo-qlora.yaml
+    simplesafe train dpo recipes/gpu/dpo.yaml model=runs/gpu/sft out=runs/gpu/dpo
 
 Output: a loadable model folder (LoRA: ``adapter/`` plus the merged model) and
 ``metrics.json`` with the validation reward margin (``eval_rewards_margins``: mean of
@@ -46,11 +46,13 @@ from simplesafe.train.common import (
     DataConfigMixin,
     LoraSettings,
     Method,
+    Precision,
     format_prompt,
     load_policy,
     log_history_losses,
     peft_config,
     read_train_validation,
+    record_adapter,
     run_training_stage,
     save_model_into,
     training_arguments,
@@ -85,9 +87,9 @@ class DPOStageConfig(DataConfigMixin, StageConfig):
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
     max_train_rows: int | None = Field(None, ge=1)
     max_eval_rows: int | None = Field(256, ge=1)
-    gradient_checkpointing: bool = False
-    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="bf16 autocast: auto = on a GPU or a "
-                                                       "bf16-capable CPU")
+    gradient_checkpointing: bool = Field(False, description="recompute activations in the backward pass")
+    precision: Precision = Field("auto", description="compute precision: auto = bf16 on a GPU with bf16 or a "
+                                 "bf16-capable CPU, fp16 (loss scaling) on other GPUs, else fp32")
     merge: bool = Field(True, description="LoRA/QLoRA: also write the merged model into the output folder")
     seed: int = 0
 
@@ -130,13 +132,20 @@ def train_dpo(cfg: DPOStageConfig, train_rows: list[dict], eval_rows: list[dict]
     train_ds = preference_dataset(train_rows, cfg.template, tokenizer)
     eval_rows = eval_rows[: cfg.max_eval_rows] if cfg.max_eval_rows else eval_rows
     eval_ds = preference_dataset(eval_rows, cfg.template, tokenizer) if eval_rows else None
-    model = load_policy(cfg.model, cfg.method, gradient_checkpointing=cfg.gradient_checkpointing)
+    model = load_policy(cfg.model, cfg.method, precision=cfg.precision,
+                        gradient_checkpointing=cfg.gradient_checkpointing)
     ref = None
     if cfg.ref_model is not None:
         if cfg.method != "full":
             raise ConfigError("ref_model is only used with method: full; with LoRA the reference is the "
                               "model with its adapter switched off")
-        ref = load_causal_lm(cfg.ref_model, dtype=str(model.dtype).replace("torch.", ""))
+    if cfg.method == "full" and not cfg.precompute_ref_log_probs:
+        # the frozen reference in the compute dtype (TRL would copy the fp32 trainable policy)
+        from simplesafe.models.load import precision_dtype
+        from simplesafe.train.common import training_precision
+
+        ref = load_causal_lm(cfg.ref_model or cfg.model, dtype=precision_dtype(training_precision(cfg.precision)))
+        ref.requires_grad_(False).eval()
     ckpt_dir = out_dir / "checkpoints"
     has_eval = eval_ds is not None
     args = DPOConfig(**training_arguments(
@@ -181,6 +190,7 @@ def train_dpo(cfg: DPOStageConfig, train_rows: list[dict], eval_rows: list[dict]
 
         adapter_dir = out_dir / "adapter"
         save_pretrained(trained, tokenizer, adapter_dir)
+        record_adapter(adapter_dir, model, cfg.model)
         if cfg.merge:
             from simplesafe.train.merge import merge_adapter
 
@@ -195,7 +205,7 @@ def train_dpo(cfg: DPOStageConfig, train_rows: list[dict], eval_rows: list[dict]
 
     record_folder_templates(out_dir, cfg.template)
     metrics["seconds"] = round(time.time() - t0, 2)
-    metrics["precision"] = "bf16" if trainer.args.bf16 else "fp32"
+    metrics["precision"] = "bf16" if trainer.args.bf16 else "fp16" if trainer.args.fp16 else "fp32"
     metrics["train_runtime"] = result.metrics.get("train_runtime")
     write_json(out_dir / "metrics.json", metrics)
     shutil.rmtree(ckpt_dir, ignore_errors=True)

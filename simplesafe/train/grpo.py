@@ -1,7 +1,8 @@
 """GRPO and RLOO through TRL, with the same composite reward as PPO.
 
     simplesafe train grpo policy=runs/demo/sft data=runs/demo/data/rl out=runs/demo/grpo steps=10
-    simplesafe train rloo recipes/demo.yaml                        # section 'rloo'
+    simplesafe train rloo policy=runs/demo/sft data=runs/demo/data/rl out=runs/demo/rloo steps=10
+    simplesafe train grpo recipes/eli5-wiki-llama2-7b-qlora.yaml policy=runs/7b/sft data=runs/7b/data/rl out=runs/7b/grpo
 
 Both drop PPO's value model and get a baseline from several answers to the same prompt:
 
@@ -17,7 +18,13 @@ theirs and hands them :meth:`~simplesafe.train.rewards.CompositeReward.trl_rewar
 (one function per reward source, with the weights as ``reward_weights``), so TRL logs
 every source as ``rewards/<name>/mean``. Prompts come from the RL dataset (``rl/``
 train split, ``prompt`` field) in the report's ``### Human: {question} ### Assistant:``
-format. With ``method: lora`` the reference is the policy with its adapter disabled.
+format. With ``method: lora`` (a frozen base in the compute dtype) or ``qlora`` (an NF4 base,
+Dettmers et al., 2023) the reference is the policy with its adapter disabled; with ``full``
+it is a frozen copy in the compute dtype. Precision follows
+:func:`simplesafe.models.load.resolve_precision`; ``gradient_checkpointing`` recomputes
+activations in the backward pass. Memory grows with ``batch_size`` completions of
+``max_prompt_tokens + max_new_tokens`` tokens (generation KV cache, then activations):
+``simplesafe plan`` estimates it.
 
 Outputs in ``out``: ``log.jsonl`` (TRL's log history: reward, every source, KL, entropy,
 clip ratios, completion length), ``curves.png``, ``metrics.json`` and the trained policy
@@ -40,7 +47,7 @@ from pydantic import Field
 from simplesafe.atomic import write_json
 from simplesafe.config import StageConfig
 from simplesafe.errors import ConfigError
-from simplesafe.train.common import REPORT_TEMPLATE, DataConfigMixin, LoraSettings
+from simplesafe.train.common import REPORT_TEMPLATE, DataConfigMixin, LoraSettings, Precision
 from simplesafe.train.rewards import RewardSource, default_sources
 
 log = logging.getLogger(__name__)
@@ -58,7 +65,8 @@ class GRPOStageConfig(DataConfigMixin, StageConfig):
     max_prompts: int | None = Field(None, ge=1, description="use only the first N training prompts (demo, tests)")
     max_prompt_tokens: int = Field(256, ge=4, description="longer questions are cut at the end to fit")
     rewards: list[RewardSource] = Field(default_factory=default_sources, description="composite reward sources")
-    method: Literal["full", "lora"] = Field("lora", description="train all weights, or LoRA adapters")
+    method: Literal["full", "lora", "qlora"] = Field("lora", description="train all weights, LoRA adapters on a "
+                                                     "frozen base, or LoRA on an NF4 base")
     lora: LoraSettings = Field(default_factory=lambda: LoraSettings(r=16, alpha=32, dropout=0.0))
     steps: int = Field(20, ge=1, description="optimiser steps")
     batch_size: int = Field(8, ge=2, description="completions per optimiser step (prompts x num_generations)")
@@ -71,6 +79,9 @@ class GRPOStageConfig(DataConfigMixin, StageConfig):
     num_iterations: int = Field(1, ge=1, description="updates per generated batch (mu)")
     save_steps: int = Field(10, ge=1, description="checkpoint every N steps (for resuming)")
     logging_steps: int = Field(1, ge=1)
+    gradient_checkpointing: bool = Field(False, description="recompute activations in the backward pass")
+    precision: Precision = Field("auto", description="compute precision: auto = bf16 on a GPU with bf16 or a "
+                                 "bf16-capable CPU, fp16 (loss scaling) on other GPUs, else fp32")
     seed: int = 0
 
 
@@ -91,7 +102,8 @@ def train_grpo(cfg: GRPOStageConfig, out_dir: str | Path, progress: bool = True,
     from transformers.trainer_utils import get_last_checkpoint
 
     from simplesafe.runs import set_seed
-    from simplesafe.train.common import has_gpu, peft_config
+    from simplesafe.models.load import precision_dtype
+    from simplesafe.train.common import has_gpu, load_policy, peft_config, training_precision, weight_dtype
     from simplesafe.train.ppo import load_ppo_tokenizer, load_sft_policy, plot_curves
     from simplesafe.train.rewards import CompositeReward
 
@@ -102,12 +114,22 @@ def train_grpo(cfg: GRPOStageConfig, out_dir: str | Path, progress: bool = True,
     set_seed(cfg.seed)
     t0 = time.time()
     gpu = has_gpu()
+    precision = training_precision(cfg.precision)
+    compute = precision_dtype(precision)
     tokenizer = load_ppo_tokenizer(cfg.policy)
+    own_reward = reward is None
     reward = reward or CompositeReward(cfg.rewards)
-    model = load_sft_policy(cfg.policy, "bfloat16" if gpu else "float32")
+    if cfg.method == "qlora":
+        if (Path(cfg.policy) / "adapter_config.json").exists():
+            raise ConfigError(f"{cfg.policy} is a LoRA adapter folder; GRPO with method: qlora needs a merged model "
+                              "folder (SFT writes one next to its adapter/)")
+        model = load_policy(cfg.policy, "qlora", precision=cfg.precision,
+                            gradient_checkpointing=cfg.gradient_checkpointing)
+    else:
+        # full: trainable fp32 weights (autocast computes in `precision`); lora: a frozen base in the compute dtype
+        model = load_sft_policy(cfg.policy, weight_dtype(cfg.method, precision))
+        model.requires_grad_(cfg.method == "full")
     dataset = _question_dataset(cfg, tokenizer, model.config)
-    if cfg.method == "full":
-        model.requires_grad_(True)
 
     common = dict(
         output_dir=str(out_dir / "checkpoints"), learning_rate=cfg.lr, max_steps=cfg.steps,
@@ -116,8 +138,12 @@ def train_grpo(cfg: GRPOStageConfig, out_dir: str | Path, progress: bool = True,
         temperature=cfg.temperature, beta=cfg.beta, epsilon=cfg.epsilon, num_iterations=cfg.num_iterations,
         reward_weights=reward.weights, logging_steps=cfg.logging_steps, save_steps=cfg.save_steps,
         save_strategy="steps", save_total_limit=1, seed=cfg.seed, data_seed=cfg.seed, report_to=[],
-        bf16=gpu, use_cpu=not gpu, gradient_checkpointing=False, disable_tqdm=not progress,
-        dataloader_num_workers=0, top_k=0,
+        bf16=precision == "bf16", fp16=precision == "fp16", use_cpu=not gpu,
+        gradient_checkpointing=cfg.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
+        disable_tqdm=not progress, dataloader_num_workers=0, top_k=0,
+        # a full-fine-tuning reference is built by TRL: frozen, in the compute dtype
+        model_init_kwargs={"dtype": compute},
     )
     if cfg.algorithm == "grpo":
         from trl import GRPOConfig as TRLConfig, GRPOTrainer as Trainer
@@ -126,7 +152,7 @@ def train_grpo(cfg: GRPOStageConfig, out_dir: str | Path, progress: bool = True,
     args = TRLConfig(**common)
     trainer = Trainer(
         model=model, reward_funcs=reward.trl_reward_funcs(), args=args, train_dataset=dataset,
-        processing_class=tokenizer, peft_config=peft_config(cfg.lora) if cfg.method == "lora" else None,
+        processing_class=tokenizer, peft_config=peft_config(cfg.lora) if cfg.method != "full" else None,
     )
     ckpt_dir = out_dir / "checkpoints"
     last = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
@@ -139,7 +165,9 @@ def train_grpo(cfg: GRPOStageConfig, out_dir: str | Path, progress: bool = True,
 
     write_rows(out_dir / "log.jsonl", history)
     plot_curves([_ppo_names(h) for h in history if "reward" in h], out_dir / "curves.png")
-    _save_trained(trainer.model, tokenizer, cfg, out_dir)
+    if own_reward:
+        reward.close()
+    _save_trained(trainer.model, tokenizer, cfg, out_dir, model, precision)
     shutil.rmtree(ckpt_dir, ignore_errors=True)
     rewards_logged = [h for h in history if "reward" in h]
     k = max(1, len(rewards_logged) // 4)
@@ -163,13 +191,27 @@ def _ppo_names(h: dict) -> dict:
     return row
 
 
-def _save_trained(model, tokenizer, cfg: GRPOStageConfig, out_dir: Path) -> None:
-    from simplesafe.models.load import save_pretrained
+def _save_trained(model, tokenizer, cfg: GRPOStageConfig, out_dir: Path, base=None, precision: str = "fp32") -> None:
+    """The policy as an HF folder; LoRA/QLoRA also keep ``adapter/`` (QLoRA: careful merge, from the record)."""
+    from simplesafe.models.load import precision_dtype, release_memory, save_pretrained
+    from simplesafe.train.common import record_adapter
 
-    if cfg.method == "lora":
+    if cfg.method != "full":
         model.peft_config["default"].base_model_name_or_path = str(cfg.policy)
         save_pretrained(model, tokenizer, out_dir / "adapter")
-        model = model.merge_and_unload()
+        if base is not None and not getattr(base, "simplesafe_training", None):
+            base.simplesafe_training = {"method": cfg.method, "precision": precision,
+                                        "weight_dtype": precision_dtype(precision)}
+        record_adapter(out_dir / "adapter", base if base is not None else model, cfg.policy)
+        if cfg.method == "qlora":
+            from simplesafe.train.merge import merge_adapter
+
+            model = None
+            release_memory()
+            model = merge_adapter(cfg.policy, out_dir / "adapter", None, mode="careful",
+                                  dtype=precision_dtype(precision))
+        else:
+            model = model.merge_and_unload()
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     tmp = out_dir / ".model-tmp"

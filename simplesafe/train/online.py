@@ -1,7 +1,6 @@
 """Expert iteration: best-of-n answers become SFT data for the next round, repeated.
 
     simplesafe train expiter policy=runs/demo/sft data=runs/demo/data/rl out=runs/demo/expiter rounds=2 n=4
-    simplesafe train expiter recipes/demo.yaml                                  # section 'expiter'
 
 AlpacaFarm (Dubois et al., 2023) calls this "expert iteration": sample n answers from the
 current model for each prompt, keep the best by the reward, fine-tune on the kept

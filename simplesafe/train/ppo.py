@@ -1,6 +1,6 @@
 """PPO for language models (the report's RLHF step 3), as one loop you can read top to bottom.
 
-    simplesafe train ppo recipes/demo.yaml                                        # section 'ppo'
+    simplesafe train ppo recipes/demo.yaml policy=runs/demo/sft data=runs/demo/data/rl out=runs/demo/ppo  # its 'ppo' section
     simplesafe train ppo policy=runs/demo/sft data=runs/demo/data/rl out=runs/demo/ppo steps=12 \
         batch_size=8 max_new_tokens=48 lr=3e-4
     python -m simplesafe.train.ppo policy=/path/to/sft data=/path/to/rl out=/tmp/ppo   # same, no CLI
@@ -23,19 +23,26 @@ The math lives in :mod:`simplesafe.train.losses.ppo`; this file is only the loop
 
 Memory modes (``memory_mode``):
 
-- ``shared`` (default): one frozen copy of the SFT weights. The policy is that copy plus
-  LoRA adapters (peft); the reference is the same model with the adapters switched off
-  (``model.disable_adapter()``); the value head is a linear layer on the policy's last
-  hidden state. Trainable: adapters + head.
+- ``shared`` (default): one frozen copy of the SFT weights, in the compute dtype (``method:
+  lora``) or NF4 (``method: qlora``, Dettmers et al., 2023). The policy is that copy plus LoRA
+  adapters (peft); the reference is the same model with the adapters switched off
+  (``model.disable_adapter()``); the value model shares the trunk too: a linear head on the
+  policy's last hidden state (``value_model: head``), or its own LoRA adapter on the same frozen
+  trunk plus a head (``value_model: lora``: one more trunk pass, no coupling between the policy's
+  and the value function's features). Trainable: adapters + head.
 - ``separate``: the textbook four models: a fully trained policy, a frozen reference copy,
   a fully trained value model (the SFT trunk + a linear head), and the reward model(s) of
   the composite reward. ``bench/ppo_memory.py`` measures both.
 
-Rollouts use :func:`simplesafe.llm.sampling.sample` (the policy's own distribution at
-``temperature``, several times faster than ``generate`` on a CPU). ``precision: auto``
-runs forward and backward passes under bf16 autocast where the device has native bf16
-(GPU, or a CPU with AVX512-BF16/AMX); weights, optimizer state and log-probabilities stay
-fp32.
+Memory at scale (``simplesafe plan`` estimates it): rollouts are sampled ``generation_batch_size``
+prompts at a time (the KV cache grows with it), the no-gradient pass that scores the rollout
+(old log-probabilities, values, reference log-probabilities) runs ``forward_batch_size``
+responses at a time and keeps only per-token numbers, logits are computed for response positions
+only (the LM head on the trunk's last hidden state, never ``output_hidden_states`` over every
+layer), and ``gradient_checkpointing`` recomputes the trunk's activations in the backward pass.
+Frozen weights are stored in the compute dtype, trainable ones in fp32
+(:func:`simplesafe.models.load.resolve_precision`; fp16 scales the loss with
+``torch.amp.GradScaler``).
 
 Over-optimisation probe (``probe``): every ``probe.every`` steps the policy answers a fixed
 set of held-out questions (the same seed each time) and the answers are scored by the
@@ -64,16 +71,16 @@ import math
 import shutil
 import sys
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Callable, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from simplesafe.atomic import atomic_path, write_json
 from simplesafe.config import StageConfig
 from simplesafe.errors import ConfigError, DataError
-from simplesafe.train.common import REPORT_TEMPLATE, DataConfigMixin, LoraSettings
+from simplesafe.train.common import REPORT_TEMPLATE, DataConfigMixin, LoraSettings, Precision
 from simplesafe.train.rewards import RewardSource, default_sources
 
 log = logging.getLogger(__name__)
@@ -103,8 +110,17 @@ class PPOStageConfig(DataConfigMixin, StageConfig):
     rewards: list[RewardSource] = Field(default_factory=default_sources, description="composite reward sources")
     memory_mode: Literal["shared", "separate"] = Field("shared", description="shared: LoRA policy, adapter-off "
                                                        "reference, value head on the policy; separate: four models")
+    method: Literal["lora", "qlora"] = Field("lora", description="shared mode: the frozen SFT weights in the compute "
+                                             "dtype (lora) or NF4 (qlora)")
+    value_model: Literal["head", "lora"] = Field("head", description="shared mode: a linear head on the policy's last "
+                                                 "hidden state, or its own LoRA adapter on the shared trunk + a head")
     lora: LoraSettings = Field(default_factory=lambda: LoraSettings(r=16, alpha=32, dropout=0.0),
-                               description="shared mode: the policy's adapters")
+                               description="shared mode: the policy's adapters (and the value adapter's)")
+    gradient_checkpointing: bool = Field(False, description="recompute the trunk's activations in the backward pass")
+    generation_batch_size: int | None = Field(None, ge=1, description="prompts sampled together in a rollout (the KV "
+                                              "cache grows with it); default: batch_size")
+    forward_batch_size: int | None = Field(None, ge=1, description="responses per no-gradient scoring pass (old "
+                                           "log-probs, values, reference); default: mini_batch_size")
     steps: int = Field(20, ge=1, description="PPO iterations (one rollout batch + its updates each)")
     batch_size: int = Field(16, ge=1, description="prompts (= responses) per rollout")
     mini_batch_size: int = Field(8, ge=1, description="responses per gradient step")
@@ -131,11 +147,17 @@ class PPOStageConfig(DataConfigMixin, StageConfig):
     save_every: int = Field(5, ge=1, description="checkpoint every N steps (and at the end)")
     keep_checkpoint: bool = Field(False, description="keep checkpoint/ after the run finishes")
     n_samples_logged: int = Field(2, ge=0, description="responses per step written to samples.jsonl")
-    dtype: str | None = Field(None, description="model dtype; default fp32 on CPU, bf16 on a GPU")
-    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="autocast: auto = bf16 on a GPU or a "
-                                                       "bf16-capable CPU, else fp32")
+    precision: Precision = Field("auto", description="compute precision: auto = bf16 on a GPU with bf16 or a "
+                                 "bf16-capable CPU, fp16 (loss scaling) on other GPUs, else fp32")
     probe: ProbeConfig = Field(default_factory=ProbeConfig, description="held-out judges on fixed prompts per step")
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _modes(self):
+        if self.memory_mode == "separate" and (self.method != "lora" or self.value_model != "head"):
+            raise ValueError("method and value_model are shared-mode settings; separate mode trains a full policy "
+                             "and a full value model (leave method: lora, value_model: head)")
+        return self
 
     def fingerprint(self) -> str:
         """What a checkpoint must match to be resumed (everything that changes the numbers)."""
@@ -145,18 +167,27 @@ class PPOStageConfig(DataConfigMixin, StageConfig):
 
 # ----------------------------------------------------------------------------- models
 
-def load_sft_policy(path: str, dtype: str):
-    """The SFT model as a plain causal LM; a LoRA adapter folder is merged into its base (simple merge)."""
+def load_sft_policy(path: str, dtype: str, quantization: str = "none", device: str | None = None):
+    """The SFT model as a plain causal LM; a LoRA adapter folder is merged into its base (simple merge).
+
+    ``quantization: nf4`` loads the weights in NF4 on ``device`` (a merged model folder only).
+    """
     from simplesafe.models.load import load_causal_lm
 
     p = Path(path).expanduser()
     if (p / "adapter_config.json").exists():
+        if quantization != "none":
+            raise ConfigError(f"{p} is a LoRA adapter folder; PPO with method: qlora needs a merged model folder "
+                              "(SFT writes one next to its adapter/)")
         from simplesafe.train.merge import merge_adapter
 
         base = json.loads((p / "adapter_config.json").read_text()).get("base_model_name_or_path")
         if not base:
             raise ConfigError(f"{p}/adapter_config.json has no base_model_name_or_path; pass the merged model instead")
         return merge_adapter(base, p, None, mode="simple", dtype=dtype)
+    if quantization != "none":
+        return load_causal_lm(path, dtype=dtype, quantization=quantization,
+                              device_map={"": str(device)} if device is not None and str(device) != "cpu" else None)
     return load_causal_lm(path, dtype=dtype)
 
 
@@ -173,51 +204,94 @@ def load_ppo_tokenizer(path: str):
     return tok
 
 
+def _no_dropout(model) -> None:
+    """Zero every dropout, so train mode (which gradient checkpointing needs) computes what eval mode does:
+    log-probabilities must be the same in the rollout and in the update."""
+    import torch
+
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+    cfg = getattr(model, "config", None)
+    for key in ("attention_dropout", "hidden_dropout", "resid_pdrop", "attn_pdrop", "embd_pdrop", "dropout"):
+        if cfg is not None and isinstance(getattr(cfg, key, None), float):
+            setattr(cfg, key, 0.0)
+
+
 class PPOModels:
     """The policy, reference and value function behind one interface for the loop.
 
-    ``forward(seqs, attn, P, policy=True)`` returns response-token logits and values;
-    ``reference_logits`` runs the frozen reference. The modes differ only here.
+    ``forward(seqs, attn, P, temperature)`` returns response-token logits and values;
+    ``reference_logits`` runs the frozen reference. The modes differ only here. Logits come
+    from the LM head applied to the trunk's last hidden state at response positions only.
     """
 
-    def __init__(self, cfg: PPOStageConfig, dtype: str, device):
+    def __init__(self, cfg: PPOStageConfig, precision: str, device):
         import torch
 
+        from simplesafe.models.load import precision_dtype
+
         self.mode = cfg.memory_mode
+        self.value_kind = cfg.value_model if self.mode == "shared" else "trunk"
         self.device = device
-        base = load_sft_policy(cfg.policy, dtype)
-        self.config = base.config
-        hidden = base.config.get_text_config().hidden_size
+        compute = precision_dtype(precision)
         if self.mode == "shared":
             from peft import get_peft_model
 
-            from simplesafe.train.common import peft_config
+            from simplesafe.train.common import disable_bnb_cpu_packing, peft_config
 
+            quantization = "nf4" if cfg.method == "qlora" else "none"
+            base = load_sft_policy(cfg.policy, compute, quantization=quantization, device=device)
+            if quantization != "none" and getattr(device, "type", str(device)) == "cpu":
+                disable_bnb_cpu_packing(base)
             base.requires_grad_(False)
+            self.config = base.config
+            if cfg.gradient_checkpointing:
+                base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             self.policy = get_peft_model(base, peft_config(cfg.lora))
+            if self.value_kind == "lora":
+                self.policy.add_adapter("value", peft_config(cfg.lora))
+                self.policy.set_adapter("default")
+                for name, prm in self.policy.named_parameters():  # set_adapter froze the inactive one
+                    if ".value." in name and "lora_" in name:
+                        prm.requires_grad_(True)
             self.reference = None
             self.value_trunk = None
+            if quantization == "none":
+                self.policy.to(device)
         else:
+            # trainable weights in fp32 (autocast computes in the compute dtype); the frozen reference in it
+            base = load_sft_policy(cfg.policy, "float32")
+            self.config = base.config
             # an adapter merged by peft comes back frozen: a fully trained policy needs its gradients on
-            self.policy = base.requires_grad_(True)
-            self.reference = load_sft_policy(cfg.policy, dtype).requires_grad_(False).to(device)
+            self.policy = base.requires_grad_(True).to(device)
+            self.reference = load_sft_policy(cfg.policy, compute).requires_grad_(False).to(device)
             # the value model: a second copy of the SFT trunk (no LM head), trained with its own head
-            self.value_trunk = load_sft_policy(cfg.policy, dtype).base_model.requires_grad_(True).to(device)
+            self.value_trunk = load_sft_policy(cfg.policy, "float32").base_model.requires_grad_(True).to(device)
+            if cfg.gradient_checkpointing:
+                self.policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+                self.value_trunk.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        hidden = self.config.get_text_config().hidden_size
         self.value_head = torch.nn.Linear(hidden, 1).to(device)
         # a near-zero start keeps the first advantages close to the raw (whitened) rewards
         torch.nn.init.normal_(self.value_head.weight, std=1.0 / math.sqrt(hidden + 1) * 0.1)
         torch.nn.init.zeros_(self.value_head.bias)
-        self.policy.to(device)
         modules = {"policy": self.policy, "value_head": self.value_head}
         if self.value_trunk is not None:
             modules["value_trunk"] = self.value_trunk
         self.trainable = torch.nn.ModuleDict(modules)
+        for p in self.trainable.parameters():  # adapters and heads train in fp32
+            if p.requires_grad and p.dtype != torch.float32:
+                p.data = p.data.float()
+        self._trainable = [p for p in self.trainable.parameters() if p.requires_grad]
         for m in (self.policy, self.reference, self.value_trunk):
             if m is not None:
-                m.eval()  # no dropout: log-probs must be the same in rollout and update
+                _no_dropout(m)
+                # gradient checkpointing only acts in train mode; with dropout zeroed it computes what eval does
+                m.train(cfg.gradient_checkpointing and m is not self.reference)
 
     def parameters(self):
-        return [p for p in self.trainable.parameters() if p.requires_grad]
+        return list(self._trainable)
 
     def trainable_state(self) -> dict:
         names = {n for n, p in self.trainable.named_parameters() if p.requires_grad}
@@ -234,25 +308,69 @@ class PPOModels:
     def _positions(attn):
         return (attn.long().cumsum(-1) - 1).clamp(min=0)
 
+    def _hf(self, model):
+        return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+    def _last_hidden(self, model, seqs, attn):
+        """The trunk's last hidden state (no LM head, no per-layer hidden states kept)."""
+        trunk = self._hf(model).base_model
+        return trunk(input_ids=seqs, attention_mask=attn, position_ids=self._positions(attn),
+                     use_cache=False).last_hidden_state
+
+    def _logits(self, model, hidden, P: int, temperature: float):
+        return self._hf(model).get_output_embeddings()(hidden[:, P - 1:-1]).float() / temperature
+
+    def _use_adapter(self, name: str) -> None:
+        """Switch the active peft adapter; peft's ``set_adapter`` also freezes the others, so the trainable
+        set is restored (both adapters train, each in its own pass)."""
+        self.policy.set_adapter(name)
+        for p in self._trainable:
+            p.requires_grad_(True)
+
+    @contextmanager
+    def value_adapter(self):
+        """With ``value_model: lora``: the value adapter active inside (its backward pass too, so that gradient
+        checkpointing recomputes the layers with the adapter that ran them); a no-op otherwise."""
+        if self.value_kind != "lora":
+            yield
+            return
+        self._use_adapter("value")
+        try:
+            yield
+        finally:
+            self._use_adapter("default")
+
+    def policy_logits(self, seqs, attn, P: int, temperature: float):
+        """Logits (scaled by 1/temperature) predicting the response tokens, and the trunk's last hidden state."""
+        hidden = self._last_hidden(self.policy, seqs, attn)
+        return self._logits(self.policy, hidden, P, temperature), hidden
+
+    def values(self, seqs, attn, P: int, policy_hidden=None):
+        """The value before each response token: the head on the policy's hidden state (``head``), on the trunk
+        with the value adapter (``lora``; call inside :meth:`value_adapter`), or on the value model's trunk."""
+        if self.value_kind == "head":
+            hidden = policy_hidden if policy_hidden is not None else self._last_hidden(self.policy, seqs, attn)
+        elif self.value_kind == "lora":
+            hidden = self._last_hidden(self.policy, seqs, attn)
+        else:
+            hidden = self.value_trunk(input_ids=seqs, attention_mask=attn, position_ids=self._positions(attn),
+                                      use_cache=False).last_hidden_state
+        return self.value_head(hidden[:, P - 1:-1].float()).squeeze(-1)
+
     def forward(self, seqs, attn, P: int, temperature: float):
         """Logits (scaled by 1/temperature) predicting the response tokens, and the values before each."""
-        out = self.policy(input_ids=seqs, attention_mask=attn, position_ids=self._positions(attn),
-                          output_hidden_states=self.value_trunk is None, use_cache=False)
-        logits = out.logits[:, P - 1:-1].float() / temperature
-        if self.value_trunk is None:
-            hidden = out.hidden_states[-1]
-        else:
-            hidden = self.value_trunk(input_ids=seqs, attention_mask=attn,
-                                      position_ids=self._positions(attn), use_cache=False).last_hidden_state
-        values = self.value_head(hidden[:, P - 1:-1].float()).squeeze(-1)
-        return logits, values
+        logits, hidden = self.policy_logits(seqs, attn, P, temperature)
+        if self.value_kind == "lora":
+            with self.value_adapter():
+                return logits, self.values(seqs, attn, P)
+        return logits, self.values(seqs, attn, P, hidden)
 
     def reference_logits(self, seqs, attn, P: int, temperature: float):
         ctx = self.policy.disable_adapter() if self.reference is None else nullcontext()
         model = self.policy if self.reference is None else self.reference
         with ctx:
-            out = model(input_ids=seqs, attention_mask=attn, position_ids=self._positions(attn), use_cache=False)
-        return out.logits[:, P - 1:-1].float() / temperature
+            hidden = self._last_hidden(model, seqs, attn)
+            return self._logits(model, hidden, P, temperature)
 
     def final_model(self):
         """The trained policy as a plain model (LoRA merged in shared mode)."""
@@ -331,7 +449,7 @@ class Probe:
     """Fixed held-out prompts answered by the policy every few steps, scored by the training reward and by
     held-out judges; one row per (step, source) in ``probe.jsonl``."""
 
-    def __init__(self, cfg: PPOStageConfig, tokenizer, reward, budget: int, path: Path, device):
+    def __init__(self, cfg: PPOStageConfig, tokenizer, reward, budget: int, path: Path, device, batch_size: int = 64):
         from simplesafe.eval.judges import JudgeSpec, build_judge
         from simplesafe.io import read_rows
 
@@ -346,6 +464,7 @@ class Probe:
         self.questions = rows
         self.texts = [fit_prompt(q, cfg.template, tokenizer, budget) for q in rows]
         self.cfg, self.tok, self.reward, self.path, self.device = cfg, tokenizer, reward, path, device
+        self.batch_size = batch_size
         self.judges = [build_judge(JudgeSpec(**j)) for j in cfg.probe.judges]
 
     def truncate(self, start_step: int) -> None:
@@ -366,10 +485,13 @@ class Probe:
         params = SamplingParams(max_new_tokens=self.cfg.probe.max_new_tokens or self.cfg.max_new_tokens,
                                 temperature=self.cfg.probe.temperature, top_p=0.9 if self.cfg.probe.temperature else 1.0,
                                 top_k=50)
+        answers = []
         with torch.no_grad():
-            out = sample(policy, enc["input_ids"], enc["attention_mask"], params, [self.tok.eos_token_id],
-                         self.tok.pad_token_id, seed=self.cfg.seed)
-        answers = [t.strip() for t in self.tok.batch_decode(out.tokens, skip_special_tokens=True)]
+            for c in range(0, len(self.texts), self.batch_size):
+                out = sample(policy, enc["input_ids"][c: c + self.batch_size], enc["attention_mask"][c: c + self.batch_size],
+                             params, [self.tok.eos_token_id], self.tok.pad_token_id,
+                             row_seeds=[self.cfg.seed * 7919 + c + i for i in range(len(self.texts[c: c + self.batch_size]))])
+                answers += [t.strip() for t in self.tok.batch_decode(out.tokens, skip_special_tokens=True)]
         scored = self.reward.score(self.questions, answers)
         row = {"step": step, "training_reward": float(np.mean(scored.total)),
                **{f"training/{k}": float(np.mean(v)) for k, v in scored.parts.items()},
@@ -394,7 +516,7 @@ def train_ppo(cfg: PPOStageConfig, out_dir: str | Path, progress: bool = True,
 
     from simplesafe.io import append_jsonl, read_jsonl_tolerant, write_rows
     from simplesafe.llm.sampling import SamplingParams, sample
-    from simplesafe.models.load import cpu_has_native_bf16
+    from simplesafe.models.load import resolve_device, resolve_precision
     from simplesafe.runs import set_seed
     from simplesafe.train.losses.ppo import (
         adaptive_kl_coef, clipped_policy_loss, clipped_value_loss, entropy_from_logits, gae_advantages,
@@ -410,17 +532,19 @@ def train_ppo(cfg: PPOStageConfig, out_dir: str | Path, progress: bool = True,
     out_dir.mkdir(parents=True, exist_ok=True)
     t_start = time.time()
     set_seed(cfg.seed)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = cfg.dtype or ("bfloat16" if device.type == "cuda" else "float32")
+    device = torch.device(resolve_device("auto"))
+    precision = resolve_precision(cfg.precision, device.type)
 
     prompts = load_prompts(cfg)
     tokenizer = load_ppo_tokenizer(cfg.policy)
+    own_reward = reward is None
     reward = reward or CompositeReward(cfg.rewards)
-    models = PPOModels(cfg, dtype, device)
+    models = PPOModels(cfg, precision, device)
     max_prompt_tokens = prompt_token_budget(cfg, models.config)
     prompt_texts = [fit_prompt(p["question"], cfg.template, tokenizer, max_prompt_tokens) for p in prompts]
     params = models.parameters()
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, eps=1e-5)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")  # fp16: loss scaling
     n_trainable = sum(p.numel() for p in params)
 
     # ---- resume
@@ -433,6 +557,8 @@ def train_ppo(cfg: PPOStageConfig, out_dir: str | Path, progress: bool = True,
             raise ConfigError(f"{ckpt_path} was written with a different config; rerun with --force to start over")
         models.load_trainable_state(state["trainable"])
         optimizer.load_state_dict(state["optimizer"])
+        if "scaler" in state:
+            scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["rng"])
         if device.type == "cuda" and "cuda_rng" in state:
             torch.cuda.set_rng_state(state["cuda_rng"])
@@ -446,6 +572,8 @@ def train_ppo(cfg: PPOStageConfig, out_dir: str | Path, progress: bool = True,
     def save_checkpoint(step: int) -> None:
         state = {"step": step, "beta": beta, "fingerprint": cfg.fingerprint(), "trainable": models.trainable_state(),
                  "optimizer": optimizer.state_dict(), "rng": torch.get_rng_state()}
+        if scaler.is_enabled():
+            state["scaler"] = scaler.state_dict()
         if device.type == "cuda":
             state["cuda_rng"] = torch.cuda.get_rng_state()
         ckpt_path.parent.mkdir(parents=True, exist_ok=True)
@@ -453,14 +581,17 @@ def train_ppo(cfg: PPOStageConfig, out_dir: str | Path, progress: bool = True,
             torch.save(state, tmp)
 
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
-    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and (device.type == "cuda" or cpu_has_native_bf16()))
+    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
 
     def autocast():
-        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+        return torch.autocast(device.type, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None)
+
+    gen_bs = cfg.generation_batch_size or cfg.batch_size
+    fwd_bs = cfg.forward_batch_size or cfg.mini_batch_size
 
     rollout_params = SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
                                     top_k=0)
-    probe = Probe(cfg, tokenizer, reward, max_prompt_tokens, out_dir / "probe.jsonl", device) \
+    probe = Probe(cfg, tokenizer, reward, max_prompt_tokens, out_dir / "probe.jsonl", device, gen_bs) \
         if cfg.probe.prompts else None
     if probe is not None:
         probe.truncate(start_step)
@@ -475,11 +606,17 @@ def train_ppo(cfg: PPOStageConfig, out_dir: str | Path, progress: bool = True,
                         max_length=max_prompt_tokens, add_special_tokens=cfg.template != "chat").to(device)
         P = enc["input_ids"].shape[1]
 
-        # 1. rollout
+        # 1. rollout, generation_batch_size prompts at a time; every row draws from its own seed
+        row_seeds = [(cfg.seed * 1_000_003 + step) * 10_007 + r for r in range(len(idx))]
+        chunks = []
         with torch.no_grad(), autocast():
-            sampled = sample(models.policy, enc["input_ids"], enc["attention_mask"], rollout_params, [eos], pad,
-                             seed=cfg.seed * 1_000_003 + step)
-        responses = sampled.tokens
+            for c in range(0, len(idx), gen_bs):
+                chunks.append(sample(models.policy, enc["input_ids"][c: c + gen_bs],
+                                     enc["attention_mask"][c: c + gen_bs], rollout_params, [eos], pad,
+                                     row_seeds=row_seeds[c: c + gen_bs]).tokens)
+        width = max(t.shape[1] for t in chunks)
+        responses = torch.cat([torch.nn.functional.pad(t, (0, width - t.shape[1]), value=pad) for t in chunks])
+        del chunks
         seqs = torch.cat([enc["input_ids"], responses], dim=1)
         mask, ended = response_mask(responses, eos)
         attn = torch.cat([enc["attention_mask"], mask], dim=1)
@@ -492,18 +629,28 @@ def train_ppo(cfg: PPOStageConfig, out_dir: str | Path, progress: bool = True,
         if cfg.missing_eos_penalty is not None:
             scores = scores - cfg.missing_eos_penalty * (~ended).float()
 
-        # 3. log-probs, values, reference; per-token KL-penalised rewards
-        with torch.no_grad(), autocast():
-            logits, old_values = models.forward(seqs, attn, P, cfg.temperature)
-            old_logp = token_logprobs(logits, responses)
-            ref_logp = token_logprobs(models.reference_logits(seqs, attn, P, cfg.temperature), responses)
+        # 3. log-probs, values, reference (forward_batch_size responses at a time, per-token numbers kept);
+        #    per-token KL-penalised rewards
+        old_logp, old_values, ref_logp = [], [], []
+        with torch.no_grad():
+            for c in range(0, len(idx), fwd_bs):
+                sl = slice(c, c + fwd_bs)
+                with autocast():
+                    logits, values = models.forward(seqs[sl], attn[sl], P, cfg.temperature)
+                old_logp.append(token_logprobs(logits, responses[sl]))
+                old_values.append(values.float())
+                del logits
+                with autocast():
+                    logits = models.reference_logits(seqs[sl], attn[sl], P, cfg.temperature)
+                ref_logp.append(token_logprobs(logits, responses[sl]))
+                del logits
+            old_logp, old_values, ref_logp = torch.cat(old_logp), torch.cat(old_values), torch.cat(ref_logp)
             kl = kl_estimate(old_logp, ref_logp, cfg.kl_estimator) * mask
             rewards = kl_penalized_rewards(scores, kl, mask, beta)
             # 4. advantages
             advantages, returns = gae_advantages(rewards, old_values, mask, cfg.gamma, cfg.lam)
             if cfg.whiten_advantages:
                 advantages = whiten(advantages, mask)
-            del logits
 
         # 5. PPO epochs over minibatches
         stats: dict[str, list[float]] = {k: [] for k in ("policy_loss", "value_loss", "entropy", "clipfrac",
@@ -514,17 +661,35 @@ def train_ppo(cfg: PPOStageConfig, out_dir: str | Path, progress: bool = True,
             for s in range(0, cfg.batch_size, cfg.mini_batch_size):
                 mb = perm[s: s + cfg.mini_batch_size].to(device)
                 m = mask[mb]
+                optimizer.zero_grad(set_to_none=True)
                 with autocast():
-                    logits, values = models.forward(seqs[mb], attn[mb], P, cfg.temperature)
+                    logits, hidden = models.policy_logits(seqs[mb], attn[mb], P, cfg.temperature)
                 logp = token_logprobs(logits, responses[mb])
                 pg_loss, pg_stats = clipped_policy_loss(logp, old_logp[mb], advantages[mb], m, cfg.cliprange)
-                vf_loss, vf_stats = clipped_value_loss(values, old_values[mb], returns[mb], m, cfg.cliprange_value)
-                entropy = masked_mean(entropy_from_logits(logits), m)
-                loss = pg_loss + cfg.vf_coef * vf_loss - cfg.ent_coef * entropy
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                # without an entropy bonus the entropy is only logged: no graph (and no memory) for it
+                entropy = masked_mean(entropy_from_logits(logits if cfg.ent_coef else logits.detach()), m)
+                if models.value_kind == "lora":
+                    # the value function has its own adapter and shares no trainable weight with the policy: one
+                    # backward pass per adapter, each with its adapter active (checkpointing recomputes with it)
+                    scaler.scale(pg_loss - cfg.ent_coef * entropy).backward()
+                    del logits, hidden
+                    with models.value_adapter():
+                        with autocast():
+                            values = models.values(seqs[mb], attn[mb], P)
+                        vf_loss, vf_stats = clipped_value_loss(values, old_values[mb], returns[mb], m,
+                                                               cfg.cliprange_value)
+                        scaler.scale(cfg.vf_coef * vf_loss).backward()
+                else:
+                    with autocast():
+                        values = models.values(seqs[mb], attn[mb], P, hidden)
+                    vf_loss, vf_stats = clipped_value_loss(values, old_values[mb], returns[mb], m, cfg.cliprange_value)
+                    scaler.scale(pg_loss + cfg.vf_coef * vf_loss - cfg.ent_coef * entropy).backward()
+                    del logits, hidden
+                scaler.unscale_(optimizer)
                 torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-                optimizer.step()
+                scaler.step(optimizer)
+                scaler.update()
+                del values
                 for key, value in (("policy_loss", pg_loss), ("value_loss", vf_loss), ("entropy", entropy),
                                    ("clipfrac", pg_stats["clipfrac"]), ("value_clipfrac", vf_stats["clipfrac"]),
                                    ("approx_kl", pg_stats["approx_kl"]), ("ratio", pg_stats["ratio"])):
@@ -561,23 +726,50 @@ def train_ppo(cfg: PPOStageConfig, out_dir: str | Path, progress: bool = True,
     # ---- outputs
     history = read_jsonl_tolerant(log_path)
     plot_curves(history, out_dir / "curves.png")
-    save_policy(models, tokenizer, cfg, out_dir)
+    if own_reward:
+        reward.close()  # no reward model outlives the stage
+    optimizer = None
+    save_policy(models, tokenizer, cfg, out_dir, precision)
+    models = None
+    from simplesafe.models.load import release_memory
+
+    release_memory()
     if not cfg.keep_checkpoint:
         shutil.rmtree(out_dir / "checkpoint", ignore_errors=True)
     metrics = summarize(history, cfg, n_trainable, time.time() - t_start)
-    metrics["precision"] = "bf16" if bf16 else "fp32"
+    metrics["precision"] = precision
     write_json(out_dir / "metrics.json", metrics)
     return metrics
 
 
-def save_policy(models: PPOModels, tokenizer, cfg: PPOStageConfig, out_dir: Path) -> None:
-    """The merged policy into ``out_dir`` (an HF model folder); shared mode also keeps ``adapter/``."""
-    from simplesafe.models.load import save_pretrained
+def save_policy(models: PPOModels, tokenizer, cfg: PPOStageConfig, out_dir: Path, precision: str = "fp32") -> None:
+    """The merged policy into ``out_dir`` (an HF model folder); shared mode also keeps ``adapter/``.
+
+    With ``method: qlora`` the adapter is merged carefully (into the NF4 round trip of the SFT weights it
+    was trained against, :mod:`simplesafe.train.merge`), after the training copy has left the accelerator.
+    """
+    from simplesafe.models.load import precision_dtype, release_memory, save_pretrained
+    from simplesafe.train.common import record_adapter
 
     if models.mode == "shared":
+        if models.value_kind == "lora":
+            models.policy.delete_adapter("value")
         models.policy.peft_config["default"].base_model_name_or_path = str(cfg.policy)
         save_pretrained(models.policy, tokenizer, out_dir / "adapter")
-    model = models.final_model()
+        compute = precision_dtype(precision)
+        models.policy.get_base_model().simplesafe_training = {
+            "method": cfg.method, "precision": precision, "weight_dtype": compute,
+            **({"quantization": "nf4", "quantized_from": compute} if cfg.method == "qlora" else {})}
+        record_adapter(out_dir / "adapter", models.policy, cfg.policy)
+    if models.mode == "shared" and cfg.method == "qlora":
+        from simplesafe.train.merge import merge_adapter
+
+        models.policy = None
+        models.trainable = None
+        release_memory()
+        model = merge_adapter(cfg.policy, out_dir / "adapter", None, mode="careful", dtype=precision_dtype(precision))
+    else:
+        model = models.final_model()
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     tmp = out_dir / ".model-tmp"

@@ -23,14 +23,24 @@ Named reward models, one per aspect the report wants to judge separately (its fo
 
 Backbones: an encoder (default: the bundled all-MiniLM-L6-v2, question and answer as a
 sentence pair) or a causal LM (e.g. the SFT model; the report's choice), each loaded
-with ``AutoModelForSequenceClassification(num_labels=1)``.
+with ``AutoModelForSequenceClassification(num_labels=1)``. ``method`` trains all weights
+(``full``), LoRA adapters on the trunk plus the score head (``lora``: peft's ``SEQ_CLS`` task
+keeps the head trainable), or the same on an NF4 trunk (``qlora``, Dettmers et al., 2023: how a
+7B reward model trains on one 24 GB GPU); ``gradient_checkpointing`` recomputes activations in
+the backward pass. Precision follows :func:`simplesafe.models.load.resolve_precision`
+(trainable weights fp32, frozen ones in the compute dtype, autocast through accelerate; fp16
+scales the loss). LoRA/QLoRA models keep their adapter in ``adapter/`` and the folder holds
+the merged classifier (a careful merge for QLoRA, :mod:`simplesafe.train.merge`).
 
     simplesafe train rm name=safety out=runs/x/rm-safety
     simplesafe train rm name=helpfulness data=runs/x/data/rm backbone=runs/x/sft out=runs/x/rm-help
+    simplesafe train rm recipes/gpu/rm.yaml data=runs/gpu/data/rm out=runs/gpu/rm-helpfulness   # 7B, QLoRA
 
 The output folder is an ordinary sequence-classification model (safetensors + tokenizer)
 with ``reward_config.json`` describing how to build its inputs; score with
-:func:`score_texts` / :func:`score_pairs`.
+:class:`RewardModel` (the caller holds it and drops it, or calls ``close()``, when done: no
+module-level cache keeps a reward model on the accelerator), or :func:`score_texts` /
+:func:`score_pairs` for one call.
 """
 
 from __future__ import annotations
@@ -50,7 +60,15 @@ from simplesafe.atomic import write_json
 from simplesafe.config import StageConfig
 from simplesafe.errors import ConfigError, DataError
 from simplesafe.paths import bundled_data_dir
-from simplesafe.train.common import REPORT_TEMPLATE, DataConfigMixin, read_split, split_paths
+from simplesafe.train.common import (
+    REPORT_TEMPLATE,
+    DataConfigMixin,
+    LoraSettings,
+    Method,
+    Precision,
+    read_split,
+    split_paths,
+)
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +90,12 @@ class RewardStageConfig(DataConfigMixin, StageConfig):
                                      "with a rows file)")
     simple_field: str = Field("simple", description="simple_vs_english rows file: field of the simple text")
     english_field: str = Field("normal", description="simple_vs_english rows file: field of the ordinary text")
-    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 autocast on a GPU or a "
-                                                       "bf16-capable CPU, else fp32")
+    precision: Precision = Field("auto", description="compute precision: auto = bf16 on a GPU with bf16 or a "
+                                 "bf16-capable CPU, fp16 (loss scaling) on other GPUs, else fp32")
+    method: Method = Field("full", description="full: train every weight; lora: LoRA on the trunk + the score head; "
+                           "qlora: the same on an NF4 trunk")
+    lora: LoraSettings = Field(default_factory=LoraSettings, description="lora/qlora: adapter shape")
+    gradient_checkpointing: bool = Field(False, description="recompute activations in the backward pass")
     group_by_length: bool = Field(True, description="batch pairs of similar length (less padding; order stays seeded)")
     backbone: str = Field("embedded:minilm", description="encoder or causal LM: hub id, local folder, embedded:minilm")
     out: str | None = Field(None, description="output folder (CLI default: runs/rm-<name>)")
@@ -83,6 +105,8 @@ class RewardStageConfig(DataConfigMixin, StageConfig):
     lr: float = Field(5e-5, gt=0)
     epochs: int = Field(2, ge=1, description="most epochs; the best by validation loss is kept")
     batch_size: int = Field(16, ge=1, description="pairs per step")
+    eval_batch_size: int | None = Field(None, ge=1, description="pairs per evaluation batch (default: batch_size, "
+                                        "at least 32)")
     grad_accum: int = Field(1, ge=1)
     warmup_ratio: float = Field(0.05, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)
@@ -356,7 +380,7 @@ class _PairData:
         return batch
 
 
-def _evaluate(model, loader, accelerator, bf16: bool = False) -> dict:
+def _evaluate(model, loader, accelerator) -> dict:
     import torch
 
     from simplesafe.train.losses import bradley_terry_loss
@@ -365,8 +389,7 @@ def _evaluate(model, loader, accelerator, bf16: bool = False) -> dict:
     cs, rs, ws, ms = [], [], [], []
     with torch.no_grad():
         for batch in loader:
-            with _autocast(accelerator, bf16):
-                rewards = _rewards(model, batch).float()
+            rewards = _rewards(model, batch).float()
             c, r = rewards.chunk(2)
             c, r, w, m = accelerator.gather_for_metrics((c, r, batch["weight"], batch["margin"]))
             cs.append(c), rs.append(r), ws.append(w), ms.append(m)
@@ -381,13 +404,14 @@ def _evaluate(model, loader, accelerator, bf16: bool = False) -> dict:
             "threshold": separating_threshold(c.cpu().numpy(), r.cpu().numpy())}
 
 
-def _autocast(accelerator, bf16: bool):
-    """bf16 autocast around the forward pass. Not ``Accelerator(mixed_precision=...)``: accelerate keeps
-    that setting in a process-wide singleton, so a second trainer in the same process with another
-    precision fails ("AcceleratorState has already been initialized")."""
-    import torch
+def _reset_accelerate_precision() -> None:
+    """accelerate keeps ``mixed_precision`` in a process-wide singleton: a second trainer in the same
+    process with another precision fails ("AcceleratorState has already been initialized"). Forget the
+    accelerator state (not the process/DDP state) so each trainer sets its own."""
+    from accelerate.state import AcceleratorState
 
-    return torch.autocast(device_type=accelerator.device.type, dtype=torch.bfloat16, enabled=bf16)
+    if AcceleratorState._shared_state:
+        AcceleratorState._reset_state(reset_partial_state=False)
 
 
 def length_baseline_accuracy(rows: list[dict]) -> float:
@@ -428,28 +452,40 @@ def train_reward_model(cfg: RewardStageConfig, out_dir: str | Path, splits: dict
     from tqdm.auto import tqdm
     from transformers import get_linear_schedule_with_warmup
 
-    from simplesafe.models.load import load_sequence_classifier, load_tokenizer
-    from simplesafe.train.common import has_gpu, save_model_into
+    from simplesafe.models.load import load_tokenizer
+    from simplesafe.train.common import has_gpu, load_policy, peft_config, save_model_into, training_precision
     from simplesafe.train.losses import bradley_terry_loss
 
     t0 = time.time()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     splits = splits or load_pairs(cfg)
-    from simplesafe.models.load import cpu_has_native_bf16
-
-    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and (has_gpu() or cpu_has_native_bf16()))
-    accelerator = Accelerator(cpu=not has_gpu(), gradient_accumulation_steps=cfg.grad_accum)
+    if cfg.train_layers is not None and cfg.method != "full":
+        raise ConfigError(f"reward model '{cfg.name}': train_layers is for method: full (with {cfg.method} only the "
+                          "adapters and the score head train)")
+    precision = training_precision(cfg.precision)
+    _reset_accelerate_precision()
+    accelerator = Accelerator(cpu=not has_gpu(), gradient_accumulation_steps=cfg.grad_accum,
+                              mixed_precision=precision if precision in ("bf16", "fp16") else "no")
     acc_set_seed(cfg.seed)
     tokenizer = load_tokenizer(cfg.backbone)
-    model = load_sequence_classifier(cfg.backbone, num_labels=1)
+    model = load_policy(cfg.backbone, cfg.method, precision=cfg.precision,
+                        gradient_checkpointing=cfg.gradient_checkpointing, kind="classifier", num_labels=1)
+    base_model = model
     kind = "causal" if is_causal_backbone(model) else "encoder"
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id  # causal heads read the last non-pad token
     if cfg.train_layers is not None:
         freeze_lower_layers(model, cfg.train_layers)
+    if cfg.method in ("lora", "qlora"):
+        from peft import get_peft_model
+
+        # SEQ_CLS: peft keeps the new score head (``score`` / ``classifier``) trainable next to the adapters
+        model = get_peft_model(model, peft_config(cfg.lora, task_type="SEQ_CLS"))
+        upcast_trainable(model)
     spec = {"kind": kind, "use_prompt": cfg.prompt_used(), "template": cfg.template,
-            "max_length": cfg.max_length, "name": cfg.name, "source": cfg.source()}
+            "max_length": cfg.max_length, "name": cfg.name, "source": cfg.source(), "method": cfg.method,
+            "precision": precision}
 
     data = {k: _PairData(tokenizer, v, spec, cfg) for k, v in splits.items() if v}
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -459,11 +495,12 @@ def train_reward_model(cfg: RewardStageConfig, out_dir: str | Path, splits: dict
     else:
         train_loader = DataLoader(data["train"], batch_size=cfg.batch_size, shuffle=True, generator=gen,
                                   collate_fn=data["train"].collate)
+    eval_bs = cfg.eval_batch_size or max(cfg.batch_size, 32)
     if accelerator.num_processes == 1:  # length-sorted batches pad least
-        eval_loaders = {k: DataLoader(d, collate_fn=d.collate, batch_sampler=d.sorted_batches(max(cfg.batch_size, 32)))
+        eval_loaders = {k: DataLoader(d, collate_fn=d.collate, batch_sampler=d.sorted_batches(eval_bs))
                         for k, d in data.items() if k != "train"}
     else:  # a plain loader, which accelerate shards across processes and gather_for_metrics de-duplicates
-        eval_loaders = {k: DataLoader(d, collate_fn=d.collate, batch_size=max(cfg.batch_size, 32))
+        eval_loaders = {k: DataLoader(d, collate_fn=d.collate, batch_size=eval_bs)
                         for k, d in data.items() if k != "train"}
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps = math.ceil(len(train_loader) / cfg.grad_accum) * cfg.epochs
@@ -478,8 +515,7 @@ def train_reward_model(cfg: RewardStageConfig, out_dir: str | Path, splits: dict
         bar = tqdm(train_loader, desc=f"rm {cfg.name} epoch {epoch}", disable=not progress or not accelerator.is_main_process)
         for batch in bar:
             with accelerator.accumulate(model):
-                with _autocast(accelerator, bf16):
-                    rewards = _rewards(model, batch).float()
+                rewards = _rewards(model, batch).float()
                 c, r = rewards.chunk(2)
                 loss = bradley_terry_loss(c, r, batch["weight"], batch["margin"])
                 accelerator.backward(loss)
@@ -492,11 +528,11 @@ def train_reward_model(cfg: RewardStageConfig, out_dir: str | Path, splits: dict
             bar.set_postfix(loss=f"{train_losses[-1]:.4f}")
         entry = {"epoch": epoch, "train_loss": float(np.mean(train_losses[-len(train_loader):]))}
         if "validation" in eval_loaders:
-            val = _evaluate(model, eval_loaders["validation"], accelerator, bf16)
+            val = _evaluate(model, eval_loaders["validation"], accelerator)
             entry.update({f"validation_{k}": v for k, v in val.items()})
             if val["loss"] < best - 1e-6:
                 best, best_epoch, bad_epochs = val["loss"], epoch, 0
-                best_state = {k: v.detach().cpu().clone() for k, v in accelerator.unwrap_model(model).state_dict().items()}
+                best_state = trainable_state(accelerator.unwrap_model(model))
             else:
                 bad_epochs += 1
         history.append(entry)
@@ -505,8 +541,8 @@ def train_reward_model(cfg: RewardStageConfig, out_dir: str | Path, splits: dict
             break
     unwrapped = accelerator.unwrap_model(model)
     if best_state is not None:
-        unwrapped.load_state_dict(best_state)
-    final = {k: _evaluate(model, loader, accelerator, bf16) for k, loader in eval_loaders.items()}
+        unwrapped.load_state_dict(best_state, strict=False)
+    final = {k: _evaluate(model, loader, accelerator) for k, loader in eval_loaders.items()}
     metrics = {
         "name": cfg.name, "source": cfg.source(), "backbone": cfg.backbone, "kind": kind,
         "use_prompt": spec["use_prompt"], "n_train": len(splits["train"]),
@@ -524,13 +560,52 @@ def train_reward_model(cfg: RewardStageConfig, out_dir: str | Path, splits: dict
     metrics["seconds"] = round(time.time() - t0, 2)
     if "validation" in final and final["validation"].get("threshold") is not None:
         spec["threshold"] = final["validation"]["threshold"]  # see separating_threshold
-    metrics["precision"] = "bf16" if bf16 else "fp32"
+    metrics["precision"] = precision
+    metrics["method"] = cfg.method
+    metrics["trainable_parameters"] = sum(p.numel() for p in unwrapped.parameters() if p.requires_grad)
     if accelerator.is_main_process:
-        save_model_into(unwrapped, tokenizer, out_dir)
+        if cfg.method == "full":
+            save_model_into(unwrapped, tokenizer, out_dir)
+        else:
+            _save_adapter_and_merge(unwrapped, base_model, tokenizer, cfg, precision, out_dir)
         write_json(out_dir / REWARD_CONFIG, spec)
         write_json(out_dir / "metrics.json", metrics)
     accelerator.wait_for_everyone()
     return metrics
+
+
+def trainable_state(model) -> dict:
+    """CPU copies of the trainable tensors only (the best epoch of a LoRA model is its adapters and head)."""
+    return {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def upcast_trainable(model) -> None:
+    """Trainable weights in fp32 (a score head copied from a bf16 base would otherwise train in bf16)."""
+    import torch
+
+    for p in model.parameters():
+        if p.requires_grad and p.dtype != torch.float32:
+            p.data = p.data.float()
+
+
+def _save_adapter_and_merge(peft_model, base_model, tokenizer, cfg: RewardStageConfig, precision: str,
+                            out_dir: Path) -> None:
+    """``adapter/`` (trunk LoRA + score head) and, in the folder, the merged classifier: careful for QLoRA."""
+    from simplesafe.models.load import precision_dtype, release_memory, save_pretrained
+    from simplesafe.train.common import record_adapter, save_model_into
+    from simplesafe.train.merge import merge_adapter
+
+    adapter_dir = out_dir / "adapter"
+    peft_model.peft_config["default"].base_model_name_or_path = str(cfg.backbone)
+    save_pretrained(peft_model, tokenizer, adapter_dir)
+    record_adapter(adapter_dir, base_model, cfg.backbone)
+    # the training copy goes before the merge loads the base again
+    peft_model.to("cpu")
+    release_memory()
+    merged = merge_adapter(cfg.backbone, adapter_dir, None, mode="careful" if cfg.method == "qlora" else "simple",
+                           dtype=precision_dtype(precision), kind="classifier")
+    merged.config.pad_token_id = tokenizer.pad_token_id
+    save_model_into(merged, tokenizer, out_dir)
 
 
 def run_reward(cfg: RewardStageConfig, out_dir: str | Path, force: bool = False) -> dict:
@@ -550,13 +625,17 @@ def run_reward(cfg: RewardStageConfig, out_dir: str | Path, force: bool = False)
 # --------------------------------------------------------------------------- scoring
 
 class RewardModel:
-    """A trained reward model ready to score; ``RewardModel(path).score(prompts, responses)``."""
+    """A trained reward model ready to score; ``RewardModel(path).score(prompts, responses)``.
 
-    def __init__(self, path: str | Path, device: str | None = None):
-        import torch
+    Loaded on ``device`` (``auto``: the GPU when there is one) in ``dtype`` (``auto``: the one rule,
+    :func:`simplesafe.models.load.inference_dtype`: bf16 on a GPU with bf16, fp16 on others, bf16 on
+    a CPU with native bf16, else fp32). Nothing caches it: whoever loads it holds it, and
+    ``close()`` (or dropping the object) gives the memory back.
+    """
 
+    def __init__(self, path: str | Path, device: str | None = "auto", dtype: str | None = "auto"):
         from simplesafe.errors import ModelLoadError
-        from simplesafe.models.load import load_sequence_classifier, load_tokenizer
+        from simplesafe.models.load import inference_dtype, load_sequence_classifier, load_tokenizer, resolve_device
 
         self.path = Path(path)
         spec_file = self.path / REWARD_CONFIG
@@ -565,13 +644,16 @@ class RewardModel:
                                  "train one with `simplesafe train rm`")
         self.spec = json.loads(spec_file.read_text())
         self.tokenizer = load_tokenizer(str(self.path))
-        self.model = load_sequence_classifier(str(self.path)).eval()
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = resolve_device(device)
+        self.dtype = inference_dtype(dtype, self.device)
+        self.model = load_sequence_classifier(str(self.path), dtype=self.dtype).eval().requires_grad_(False)
         self.model.to(self.device)
 
     def score(self, prompts: list[str] | None, responses: list[str], batch_size: int = 32) -> np.ndarray:
         import torch
 
+        if self.model is None:
+            raise RuntimeError(f"reward model {self.path} was closed")
         prompts = list(prompts) if prompts is not None else [""] * len(responses)
         if len(prompts) != len(responses):
             raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
@@ -584,25 +666,36 @@ class RewardModel:
                 out.append(_rewards(self.model, batch).float().cpu().numpy())
         return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
 
+    def close(self) -> None:
+        """Drop the model (its accelerator memory is returned)."""
+        from simplesafe.models.load import release_memory
 
-_CACHE: dict[str, RewardModel] = {}
+        self.model = None
+        release_memory()
 
 
-def load_reward_model(path: str | Path) -> RewardModel:
-    """Cached per process: PPO and evaluation score many batches with the same model."""
-    key = str(Path(path).resolve())
-    if key not in _CACHE:
-        _CACHE[key] = RewardModel(path)
-    return _CACHE[key]
+def load_reward_model(path: str | Path, device: str | None = "auto") -> RewardModel:
+    """A :class:`RewardModel` for ``path`` (not cached: keep the object while scoring, drop it after)."""
+    return RewardModel(path, device=device)
 
 
 def score_texts(rm_dir: str | Path, prompts: list[str] | None, responses: list[str], batch_size: int = 32) -> np.ndarray:
-    """Reward of each (prompt, response); prompts are ignored by models trained with ``use_prompt: false``."""
-    return load_reward_model(rm_dir).score(prompts, responses, batch_size)
+    """Reward of each (prompt, response); prompts are ignored by models trained with ``use_prompt: false``.
+
+    Loads the model, scores, releases it: for repeated scoring hold a :class:`RewardModel`.
+    """
+    rm = RewardModel(rm_dir)
+    try:
+        return rm.score(prompts, responses, batch_size)
+    finally:
+        rm.close()
 
 
 def score_pairs(rm_dir: str | Path, prompts: list[str], chosen: list[str], rejected: list[str],
                 batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
     """Rewards of the chosen and the rejected answers; ``(c > r).mean()`` is the pairwise accuracy."""
-    rm = load_reward_model(rm_dir)
-    return rm.score(prompts, chosen, batch_size), rm.score(prompts, rejected, batch_size)
+    rm = RewardModel(rm_dir)
+    try:
+        return rm.score(prompts, chosen, batch_size), rm.score(prompts, rejected, batch_size)
+    finally:
+        rm.close()

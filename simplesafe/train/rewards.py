@@ -136,12 +136,16 @@ def length_penalty(text: str, min_words: int | None, max_words: int | None) -> f
 
 
 class RewardModelScorer:
-    """A learned reward model (sequence classifier with one output) applied to question/answer texts."""
+    """A learned reward model (sequence classifier with one output) applied to question/answer texts.
 
-    def __init__(self, path: str, template: str = REPORT_TEMPLATE, batch_size: int = 16, max_length: int = 512):
+    Loaded on ``device`` in ``dtype`` by the one rule (``auto``: :func:`simplesafe.models.load.inference_dtype`).
+    """
+
+    def __init__(self, path: str, template: str = REPORT_TEMPLATE, batch_size: int = 16, max_length: int = 512,
+                 device: str = "auto", dtype: str = "auto"):
         import torch
 
-        from simplesafe.models.load import load_sequence_classifier, load_tokenizer
+        from simplesafe.models.load import inference_dtype, load_sequence_classifier, load_tokenizer, resolve_device
 
         self.template = template
         self.batch_size = batch_size
@@ -149,14 +153,14 @@ class RewardModelScorer:
         # cut long texts from the left: the end of the answer matters more than the question's start
         self.tokenizer = load_tokenizer(path, padding_side="right")
         self.tokenizer.truncation_side = "left"
-        self.model = load_sequence_classifier(path)
+        device = resolve_device(device)
+        self.model = load_sequence_classifier(path, dtype=inference_dtype(dtype, device))
         if getattr(self.model.config, "num_labels", 1) != 1:
             raise ConfigError(f"reward model '{path}' has {self.model.config.num_labels} outputs; "
                               "a reward model has exactly one (num_labels=1)")
         if self.model.config.pad_token_id is None:
             self.model.config.pad_token_id = self.tokenizer.pad_token_id
-        if torch.cuda.is_available():
-            self.model.to("cuda")
+        self.model.to(device)
         self.model.eval()
         self.model.requires_grad_(False)
         self._torch = torch
@@ -185,13 +189,16 @@ class _TrainedRewardModel:
     format (template, encoder pairs, truncation) is exactly the one it was trained on."""
 
     def __init__(self, path: str, batch_size: int):
-        from simplesafe.train.reward import load_reward_model
+        from simplesafe.train.reward import RewardModel
 
-        self.rm = load_reward_model(path)
+        self.rm = RewardModel(path)
         self.batch_size = batch_size
 
     def score(self, questions: list[str], answers: list[str]) -> np.ndarray:
         return self.rm.score(questions, answers, self.batch_size)
+
+    def close(self) -> None:
+        self.rm.close()
 
 
 def _rm_scorer(src: RewardSource):
@@ -221,7 +228,8 @@ class CompositeReward:
     """``R = sum_i w_i r_i`` over named sources; see the module docstring.
 
     ``custom`` adds Python sources ``{name: (fn(questions, answers) -> list[float], weight)}``.
-    Scorers (reward models, toxicity classifiers) load once, on first use.
+    Scorers (reward models, toxicity classifiers) load once, on first use, and stay until
+    :meth:`close` (trainers call it when they finish, so no reward model outlives its stage).
     """
 
     def __init__(self, sources: list[RewardSource] | None = None,
@@ -255,6 +263,16 @@ class CompositeReward:
 
                 self._scorers[key] = scorer_from_config(src.toxicity)
         return self._scorers.get(key)
+
+    def close(self) -> None:
+        """Drop every loaded scorer (reward models give their accelerator memory back)."""
+        from simplesafe.models.load import release_memory
+
+        for scorer in self._scorers.values():
+            if hasattr(scorer, "close"):
+                scorer.close()
+        self._scorers.clear()
+        release_memory()
 
     def score_source(self, src: RewardSource, questions: list[str], answers: list[str]) -> np.ndarray:
         """The unweighted score of one source for each (question, answer)."""

@@ -12,7 +12,7 @@ The number of epochs is chosen on validation loss: the model is evaluated after 
 epoch, training stops after ``early_stopping_patience`` epochs without improvement, and
 the best epoch is kept. On a few hundred rows the last epoch usually memorises.
 
-    simplesafe train sft recipes/gpu/sft-qlora.yaml out=runs/x/sft
+    simplesafe train sft recipes/gpu/sft.yaml out=runs/x/sft
     simplesafe train sft data=runs/demo/data/sft model=embedded:tiny out=/tmp/sft epochs=3
 
 Output folder: a loadable Hugging Face model (safetensors, tokenizer); for LoRA/QLoRA
@@ -28,7 +28,6 @@ import math
 import shutil
 import time
 from pathlib import Path
-from typing import Literal
 
 from pydantic import Field
 
@@ -41,10 +40,12 @@ from simplesafe.train.common import (
     DataConfigMixin,
     LoraSettings,
     Method,
+    Precision,
     load_policy,
     log_history_losses,
     peft_config,
     read_train_validation,
+    record_adapter,
     run_training_stage,
     save_model_into,
     training_arguments,
@@ -79,9 +80,10 @@ class SFTStageConfig(DataConfigMixin, StageConfig):
     early_stopping_patience: int | None = Field(1, ge=1, description="epochs without validation improvement before stopping")
     max_train_rows: int | None = Field(None, ge=1, description="use only the first N training rows (demo, tests)")
     max_eval_rows: int | None = Field(256, ge=1, description="cap validation rows (evaluation cost)")
-    gradient_checkpointing: bool = Field(False, description="GPU only; ignored on CPU")
-    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="bf16 autocast: auto = on a GPU or a "
-                                                       "bf16-capable CPU")
+    gradient_checkpointing: bool = Field(False, description="recompute activations in the backward pass (less "
+                                         "memory, about 30% more compute)")
+    precision: Precision = Field("auto", description="compute precision: auto = bf16 on a GPU with bf16 or a "
+                                 "bf16-capable CPU, fp16 (loss scaling) on other GPUs, else fp32")
     merge: bool = Field(True, description="LoRA/QLoRA: also write the merged model into the output folder")
     seed: int = 0
 
@@ -122,7 +124,8 @@ def train_sft(model_name_or_path: str, train_rows: list[dict], eval_rows: list[d
         eval_ds, _ = tokenize_rows(tokenizer, eval_rows[: cfg.max_eval_rows] if cfg.max_eval_rows else eval_rows,
                                    cfg.template, cfg.max_length, pf, cf, cfg.system)
     has_eval = eval_ds is not None and len(eval_ds) > 0
-    model = load_policy(model_name_or_path, cfg.method, gradient_checkpointing=cfg.gradient_checkpointing)
+    model = load_policy(model_name_or_path, cfg.method, precision=cfg.precision,
+                        gradient_checkpointing=cfg.gradient_checkpointing)
     ckpt_dir = out_dir / "checkpoints"
     args = SFTConfig(**training_arguments(
         ckpt_dir, lr=cfg.lr, epochs=cfg.epochs, batch_size=cfg.batch_size, grad_accum=cfg.grad_accum,
@@ -174,6 +177,7 @@ def train_sft(model_name_or_path: str, train_rows: list[dict], eval_rows: list[d
     if cfg.method in ("lora", "qlora"):
         adapter_dir = out_dir / "adapter"
         save_pretrained(trained, tokenizer, adapter_dir)
+        record_adapter(adapter_dir, model, model_name_or_path)
         if cfg.merge:
             merged = merge_adapter(model_name_or_path, adapter_dir, None,
                                    mode="careful" if cfg.method == "qlora" else "simple",
@@ -184,7 +188,7 @@ def train_sft(model_name_or_path: str, train_rows: list[dict], eval_rows: list[d
         save_model_into(trained, tokenizer, out_dir)
     record_folder_templates(out_dir, cfg.template)
     metrics["seconds"] = round(time.time() - t0, 2)
-    metrics["precision"] = "bf16" if trainer.args.bf16 else "fp32"
+    metrics["precision"] = "bf16" if trainer.args.bf16 else "fp16" if trainer.args.fp16 else "fp32"
     metrics["train_tokens_per_second"] = round(n_tokens * metrics["epochs_run"] / max(result.metrics["train_runtime"], 1e-9), 1)
     write_json(out_dir / "metrics.json", metrics)
     shutil.rmtree(ckpt_dir, ignore_errors=True)

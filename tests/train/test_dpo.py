@@ -30,10 +30,13 @@ def test_dpo_full_learns_and_reports_margin(tiny_model_dir, tmp_path):
     cfg = DPOStageConfig(model=str(tiny_model_dir), lr=1e-3, epochs=2, batch_size=8, grad_accum=1, warmup_ratio=0.0,
                          precision="fp32")
     m = train_dpo(cfg, _pairs(32), _pairs(8, 100), tmp_path / "dpo", progress=False)
-    # policy == reference at the start: every pair's loss is log 2 and the margin is 0
-    assert m["eval_before_loss"] == pytest.approx(math.log(2), abs=1e-5)
-    assert m["eval_before_rewards_margins"] == pytest.approx(0.0, abs=1e-6)
-    assert m["train_loss_first"] == pytest.approx(math.log(2), abs=1e-5)
+    # policy == reference at the start: every pair's loss is log 2 and the margin is 0. The policy trains in fp32 with
+    # autocast and the frozen reference is stored in the compute dtype (bf16 on a bf16 CPU): their residual streams
+    # round differently, so the start is log 2 up to that rounding
+    tol = 5e-3 if m["precision"] == "bf16" else 1e-5
+    assert m["eval_before_loss"] == pytest.approx(math.log(2), abs=tol)
+    assert m["eval_before_rewards_margins"] == pytest.approx(0.0, abs=20 * tol)
+    assert m["train_loss_first"] == pytest.approx(math.log(2), abs=tol)
     assert m["train_loss_last"] < m["train_loss_first"]
     assert m["eval_loss"] < math.log(2) and m["eval_rewards_margins"] > 0
     saved = json.loads((tmp_path / "dpo" / "metrics.json").read_text())

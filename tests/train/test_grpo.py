@@ -59,3 +59,17 @@ def test_rloo_runs_through_trl(tiny_model_dir, rl_dir, tmp_path):
 def test_batch_must_hold_whole_groups(tiny_model_dir, rl_dir, tmp_path):
     with pytest.raises(ConfigError, match="multiple of num_generations"):
         train_grpo(cfg_for(tiny_model_dir, rl_dir, "grpo", batch_size=6, num_generations=4), tmp_path, progress=False)
+
+
+def test_grpo_qlora_with_checkpointing_merges_carefully(tiny_model_dir, rl_dir, tmp_path):
+    """QLoRA GRPO (NF4 base, checkpointing, bf16): the adapter records its quantisation and the folder holds the
+    careful merge."""
+    from simplesafe.train.merge import adapter_record
+
+    out = tmp_path / "grpo-qlora"
+    cfg = cfg_for(tiny_model_dir, rl_dir, "grpo", method="qlora", gradient_checkpointing=True, precision="bf16",
+                  lora={"r": 4, "alpha": 8, "dropout": 0.0})
+    metrics = train_grpo(cfg, out, progress=False)
+    _check_run(out, metrics, "grpo")
+    rec = adapter_record(out / "adapter")
+    assert rec["method"] == "qlora" and rec["quantized_from"] == "bfloat16"

@@ -151,6 +151,72 @@ def test_length_grouped_batches_are_seeded_and_cover_everything():
     assert spread < 40  # similar lengths together (random batches: about 140)
 
 
+@pytest.mark.parametrize("method", ["lora", "qlora"])
+def test_causal_reward_model_with_adapters_trains_its_head_and_merges(tiny_model_dir, tmp_path, method):
+    """LoRA/QLoRA on the trunk, the score head trained in full, checkpointing on: the folder holds the merged
+    classifier (a careful merge for QLoRA) and scores like the model that was evaluated."""
+    import torch
+    from safetensors.torch import load_file
+
+    from simplesafe.models.load import load_sequence_classifier
+    from simplesafe.train.merge import adapter_record
+
+    splits = {"train": _pairs(32), "validation": _pairs(16, 100), "test": _pairs(8, 200)}
+    cfg = RewardStageConfig(name="helpfulness", backbone=str(tiny_model_dir), method=method, lr=3e-3, epochs=2,
+                            batch_size=8, max_length=64, early_stopping_patience=None, warmup_ratio=0.0,
+                            gradient_checkpointing=True, lora={"r": 8, "alpha": 16, "dropout": 0.0}, precision="bf16")
+    metrics = train_reward_model(cfg, tmp_path / "rm", splits, progress=False)
+    assert metrics["method"] == method and metrics["kind"] == "causal"
+    assert metrics["train_loss_last"] < metrics["train_loss_first"]
+    adapter = tmp_path / "rm" / "adapter"
+    state = load_file(str(adapter / "adapter_model.safetensors"))
+    assert any("lora_A" in k for k in state) and any("score" in k for k in state)  # trunk adapters + the head
+    assert adapter_record(adapter)["method"] == method
+    if method == "qlora":
+        assert adapter_record(adapter)["quantized_from"] == "bfloat16"
+    # the score head moved away from its random start
+    base = load_sequence_classifier(str(tiny_model_dir), num_labels=1)
+    merged = load_sequence_classifier(str(tmp_path / "rm"))
+    assert not torch.equal(merged.score.weight.float(), base.score.weight.float())
+    # the merged folder reproduces the validation accuracy the trainer reported (up to bf16 ties)
+    val = splits["validation"]
+    c, r = score_pairs(tmp_path / "rm", [x["prompt"] for x in val], [x["chosen"] for x in val],
+                       [x["rejected"] for x in val])
+    assert abs(float(np.mean(c > r)) - metrics["validation_accuracy"]) <= 2 / len(val)
+
+
+def test_reward_model_scoring_holds_no_model_after_use(tiny_model_dir, tmp_path):
+    """score_texts loads, scores and releases: no module-level cache keeps a reward model resident."""
+    import gc
+    import weakref
+
+    import simplesafe.models.load as load_mod
+    from simplesafe.train.reward import RewardModel
+
+    cfg = RewardStageConfig(name="helpfulness", backbone=str(tiny_model_dir), epochs=1, batch_size=8, max_length=32,
+                            early_stopping_patience=None)
+    train_reward_model(cfg, tmp_path / "rm", {"train": _pairs(8), "validation": _pairs(4, 50)}, progress=False)
+    refs = []
+    real = load_mod.load_sequence_classifier
+
+    def tracked(*a, **kw):
+        m = real(*a, **kw)
+        refs.append(weakref.ref(m))
+        return m
+
+    load_mod.load_sequence_classifier = tracked
+    try:
+        score_texts(tmp_path / "rm", ["q"], ["a"])
+        rm = RewardModel(tmp_path / "rm")
+        rm.score(["q"], ["a"])
+        rm.close()
+    finally:
+        load_mod.load_sequence_classifier = real
+    gc.collect()
+    assert len(refs) == 2 and all(r() is None for r in refs)
+    assert not hasattr(__import__("simplesafe.train.reward", fromlist=["_CACHE"]), "_CACHE")
+
+
 def test_length_baseline_accuracy_counts_ties_half():
     from simplesafe.train.reward import length_baseline_accuracy
 

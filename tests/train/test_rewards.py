@@ -72,8 +72,13 @@ def test_learned_reward_model_source(tiny_model_dir, tmp_path):
     s = reward.score(["Why?", "Why?"], ["Because.", "Because it is so."])
     assert list(s.parts) == ["rm_rm"]
     np.testing.assert_allclose(s.total, 2.0 * s.parts["rm_rm"])
-    # the score is the classifier's logit on the report's prompt format
+    # the score is the classifier's logit on the report's prompt format, in the dtype of the one rule
+    from simplesafe.models.load import inference_dtype, torch_dtype
+
     tok = AutoTokenizer.from_pretrained(str(tmp_path / "rm"))
+    rm = AutoModelForSequenceClassification.from_pretrained(str(tmp_path / "rm"),
+                                                            dtype=torch_dtype(inference_dtype("auto", "cpu")))
+    assert next(reward._scorer(reward.sources[0]).model.parameters()).dtype == rm.dtype
     with torch.no_grad():
         logit = rm(**tok("### Human: Why? ### Assistant: Because.", return_tensors="pt")).logits[0, 0].item()
     assert s.parts["rm_rm"][0] == pytest.approx(logit, rel=1e-4, abs=1e-5)
