@@ -23,19 +23,28 @@ from simplesafe.errors import DataError
 
 log = logging.getLogger(__name__)
 
-_SCORERS: dict[str, object] = {}
+_SCORERS: dict[tuple, object] = {}
 
 
-def _scorer(backend: str | None):
+def _scorer(backend: str | None, options: dict | None = None):
+    """One scorer per (backend, options) and per process.
+
+    The process id is part of the key: a worker forked from a process that already holds a
+    scorer must not reuse it (ONNX Runtime and torch thread pools do not survive a fork).
+    """
+    import json
+    import os
+
     from simplesafe.text.toxicity import DEFAULT_BACKEND, get_toxicity_scorer
 
-    key = backend or DEFAULT_BACKEND
+    key = (backend or DEFAULT_BACKEND, json.dumps(options or {}, sort_keys=True), os.getpid())
     if key not in _SCORERS:
-        _SCORERS[key] = get_toxicity_scorer(backend) if backend else get_toxicity_scorer()
+        _SCORERS[key] = get_toxicity_scorer(key[0], **(options or {}))
     return _SCORERS[key]
 
 
-def _score_batch(texts: list[str], backend: str | None, toxicity: bool = True) -> dict[str, list]:
+def _score_batch(texts: list[str], backend: str | None, toxicity: bool = True,
+                 options: dict | None = None) -> dict[str, list]:
     from simplesafe.text.readability import readability
 
     texts = [t if isinstance(t, str) else "" for t in texts]
@@ -47,7 +56,7 @@ def _score_batch(texts: list[str], backend: str | None, toxicity: bool = True) -
     }
     if not toxicity:
         return out
-    tox = _scorer(backend).score(texts)
+    tox = _scorer(backend, options).score(texts)
     out["toxicity"] = [float(x) for x in tox["toxicity"]]
     for label, values in tox.items():
         if label != "toxicity":
@@ -55,20 +64,27 @@ def _score_batch(texts: list[str], backend: str | None, toxicity: bool = True) -
     return out
 
 
-def _clean_score_batch(texts: list[str], backend: str | None, toxicity: bool = True) -> dict[str, list]:
+def _clean_score_batch(texts: list[str], backend: str | None, toxicity: bool = True,
+                       options: dict | None = None) -> dict[str, list]:
     """Clean Reddit answers (edit notes flagged), then score the cleaned text."""
     from simplesafe.text.clean import clean_answer
 
     cleaned = [clean_answer(t) for t in texts]
     out = {"text": [c.text for c in cleaned], "edit_note": [c.edit_note for c in cleaned]}
-    out.update(_score_batch(out["text"], backend, toxicity))
+    out.update(_score_batch(out["text"], backend, toxicity, options))
     return out
 
 
-def _map_fn(batch, backend=None, clean=False, toxicity=True):
+def _map_fn(batch, backend=None, clean=False, toxicity=True, options=None, threads=None):
+    if threads:
+        # One worker per core: each worker's torch / ONNX Runtime uses its share of the cores.
+        import torch
+
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
     if clean:
-        return _clean_score_batch(batch["text"], backend, toxicity)
-    return _score_batch(batch["text"], backend, toxicity)
+        return _clean_score_batch(batch["text"], backend, toxicity, options)
+    return _score_batch(batch["text"], backend, toxicity, options)
 
 
 def score_texts(
@@ -82,8 +98,13 @@ def score_texts(
     toxicity: bool = True,
     executor: str = "local",
     ray_address: str | None = None,
+    toxicity_options: dict | None = None,
 ) -> dict[str, list]:
     """Score ``texts``; returns ``{column: list}`` with one value per text.
+
+    ``toxicity_options`` go to :func:`simplesafe.text.toxicity.get_toxicity_scorer` (e.g.
+    ``{"runtime": "torch", "cascade": False}``). With ``num_proc > 1`` each worker process
+    builds its own scorer and uses ``cpu_count // num_proc`` torch threads.
 
     With ``clean=True`` the texts are first cleaned as Reddit answers and the result
     also holds the cleaned ``text`` and the detected ``edit_note`` (or None). With
@@ -100,17 +121,23 @@ def score_texts(
         from simplesafe.data.ray_executor import require_ray, score_texts_ray
 
         require_ray()  # a missing extra is an error even for an empty input
+        if toxicity_options:
+            raise ValueError("toxicity_options are not passed to Ray workers; use the local executor")
         if texts:
             return score_texts_ray(texts, backend=backend, batch_size=batch_size, clean=clean, toxicity=toxicity,
                                    address=ray_address, num_cpus=num_proc)
     if num_proc > 1 and len(texts) >= parallel_min_rows:
+        import os
+
         import datasets
 
         ds = datasets.Dataset.from_dict({"text": texts})
+        threads = max(1, (os.cpu_count() or num_proc) // num_proc)
         scored = ds.map(
             _map_fn, batched=True, batch_size=batch_size, num_proc=num_proc,
-            fn_kwargs={"backend": backend, "clean": clean, "toxicity": toxicity}, remove_columns=[] if clean else ["text"],
-            desc="scoring", load_from_cache_file=False,
+            fn_kwargs={"backend": backend, "clean": clean, "toxicity": toxicity, "options": toxicity_options,
+                       "threads": threads},
+            remove_columns=[] if clean else ["text"], desc="scoring", load_from_cache_file=False,
         )
         return {col: scored[col] for col in scored.column_names}
     out: dict[str, list] = {}
@@ -119,7 +146,8 @@ def score_texts(
     starts = range(0, len(texts), batch_size)
     for start in tqdm(starts, desc="scoring", unit="batch", disable=not progress or len(texts) <= batch_size):
         chunk = texts[start: start + batch_size]
-        part = _clean_score_batch(chunk, backend, toxicity) if clean else _score_batch(chunk, backend, toxicity)
+        part = (_clean_score_batch(chunk, backend, toxicity, toxicity_options) if clean
+                else _score_batch(chunk, backend, toxicity, toxicity_options))
         for key, values in part.items():
             out.setdefault(key, []).extend(values)
     if not texts:
@@ -127,7 +155,7 @@ def score_texts(
         out.update({"n_words": [], "fre": [], "fkg": []})
         if toxicity:
             out["toxicity"] = []
-            for label in getattr(_scorer(backend), "labels", []):
+            for label in getattr(_scorer(backend, toxicity_options), "labels", []):
                 out.setdefault(label, [])
     return out
 

@@ -106,15 +106,21 @@ class ProfanityCheckScorer:
 
 
 class HateClassifierScorer:
-    """The MiniLM hate classifier alone (calibrated P(hateful))."""
+    """The MiniLM hate classifier alone (calibrated P(hateful), maximum over the parts of long texts).
+
+    ``runtime`` (``onnx`` or ``torch``), ``long_texts`` (``windows`` or ``truncate``), ``cascade``
+    and ``device`` go to :class:`simplesafe.safety.classifier.HateClassifier`.
+    """
 
     name = "hate-classifier"
     labels = ["hate"]
 
-    def __init__(self, artifact: str | None = None, batch_size: int = 64, progress: bool = False):
+    def __init__(self, artifact: str | None = None, batch_size: int = 64, progress: bool = False,
+                 runtime: str = "onnx", long_texts: str = "windows", cascade: bool = True, device: str = "cpu"):
         from simplesafe.safety.classifier import HateClassifier
 
-        self.classifier = HateClassifier(artifact, batch_size=batch_size, progress=progress)
+        self.classifier = HateClassifier(artifact, batch_size=batch_size, progress=progress, runtime=runtime,
+                                         long_texts=long_texts, cascade=cascade, device=device)
 
     def score(self, texts: list[str]) -> dict[str, np.ndarray]:
         hate = self.classifier.score(_as_texts(texts)).astype(np.float64)
@@ -131,9 +137,11 @@ class EnsembleScorer:
     name = "ensemble"
     labels = ["profanity", "hate"]
 
-    def __init__(self, artifact: str | None = None, batch_size: int = 64, progress: bool = False):
+    def __init__(self, artifact: str | None = None, batch_size: int = 64, progress: bool = False,
+                 runtime: str = "onnx", long_texts: str = "windows", cascade: bool = True, device: str = "cpu"):
         self.profanity = ProfanityCheckScorer()
-        self.hate = HateClassifierScorer(artifact, batch_size=batch_size, progress=progress)
+        self.hate = HateClassifierScorer(artifact, batch_size=batch_size, progress=progress, runtime=runtime,
+                                         long_texts=long_texts, cascade=cascade, device=device)
 
     @property
     def classifier(self):
@@ -321,14 +329,23 @@ class ToxicityConfig(StageConfig):
     config_path: str | None = Field(None, description="detoxify backend: local Hugging Face folder of its base model.")
     model_type: str = Field("original", description="detoxify backend: original, unbiased or multilingual.")
     batch_size: int = Field(64, ge=1, description="Texts per batch.")
+    runtime: str = Field("onnx", pattern="^(onnx|torch)$",
+                         description="ensemble/hate-classifier: run the encoder in ONNX Runtime (CPU) or PyTorch.")
+    long_texts: str = Field("windows", pattern="^(windows|truncate)$",
+                            description="ensemble/hate-classifier: score every part of a long text (max over parts) "
+                                        "or only its first window.")
+    cascade: bool = Field(True, description="ensemble/hate-classifier: let the static student settle clear cases.")
+    device: str = Field("cpu", description="ensemble/hate-classifier with runtime=torch, hf, detoxify: cpu or cuda.")
 
 
 def scorer_from_config(cfg: ToxicityConfig) -> ToxicityScorer:
     kw: dict = {"batch_size": cfg.batch_size}
     if cfg.backend in ("ensemble", "hate-classifier"):
-        kw["artifact"] = cfg.artifact
+        kw.update(artifact=cfg.artifact, runtime=cfg.runtime, long_texts=cfg.long_texts, cascade=cfg.cascade,
+                  device=cfg.device)
     elif cfg.backend == "hf":
-        kw.update(model_path=cfg.model_path, benign_labels=cfg.benign_labels)
+        kw.update(model_path=cfg.model_path, benign_labels=cfg.benign_labels, device=cfg.device)
     elif cfg.backend == "detoxify":
-        kw.update(checkpoint=cfg.checkpoint, config_path=cfg.config_path, model_type=cfg.model_type)
+        kw.update(checkpoint=cfg.checkpoint, config_path=cfg.config_path, model_type=cfg.model_type,
+                  device=cfg.device)
     return get_toxicity_scorer(cfg.backend, **kw)
