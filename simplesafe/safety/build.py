@@ -70,6 +70,9 @@ class SafetyBuildConfig(StageConfig):
     seed: int = Field(0, description="Seed for subsampling, splitting and the head.")
     encoder: str = Field("embedded:minilm", description="Sentence encoder (fine-tuned, or frozen with finetune_epochs=0).")
     max_seq_length: int = Field(128, ge=16, le=512, description="Encoder truncation in tokens.")
+    part_tokens: int = Field(48, ge=8, le=510, description="A text longer than the encoder window is scored in parts "
+                                                          "of at most this many tokens (whole sentences, neighbours "
+                                                          "overlapping); the text's score is the maximum.")
     batch_size: int = Field(64, ge=1, description="Encoder batch size.")
     threads: int = Field(2, ge=1, description="torch CPU threads for embedding.")
     limits: dict[str, int | None] = Field(default_factory=lambda: dict(DEFAULT_LIMITS),
@@ -80,7 +83,7 @@ class SafetyBuildConfig(StageConfig):
                                                         "(1.0 = exact normalised duplicates only).")
     test_fraction: float = Field(0.15, gt=0, lt=0.5, description="Share of each corpus held out for test.")
     calib_fraction: float = Field(0.15, gt=0, lt=0.5, description="Share of each corpus held out for calibration.")
-    finetune_epochs: int = Field(2, ge=0, description="Epochs of fine-tuning the encoder's transformer layers with a "
+    finetune_epochs: int = Field(0, ge=0, description="Epochs of fine-tuning the encoder's transformer layers with a "
                                                       "linear head; 0 = keep the encoder frozen and fit `heads`.")
     finetune_lr: float = Field(2e-4, gt=0, lt=1, description="AdamW learning rate of the encoder layers (the head uses 1e-3).")
     finetune_batch_size: int = Field(64, ge=1, description="Fine-tuning batch size.")
@@ -97,6 +100,18 @@ class SafetyBuildConfig(StageConfig):
                                        description="mixture: calibrate on the calibration split as it is (~35% hateful, "
                                                    "the largest corpus dominates); balanced: every corpus weighs the "
                                                    "same and hateful and benign texts weigh the same (a 50% prior).")
+    encoder_layers: str | None = Field("shipped", description="With finetune_epochs=0: keep the encoder at these fine-tuned "
+                                                          "layers (an encoder.safetensors of an earlier build, or "
+                                                          "'shipped') and fit the head on their embeddings.")
+    default_recall: float | None = Field(0.9, gt=0, lt=1,
+                                         description="Shift the calibrated log-odds so that the default threshold "
+                                                     "(`threshold`) recalls this share of hateful calibration texts, "
+                                                     "every corpus weighted alike; null = no shift.")
+    profanity_fpr: float | None = Field(0.05, gt=0, lt=1,
+                                        description="The ensemble's profanity label: shift alt-profanity-check's "
+                                                    "log-odds down (never up) so that at `threshold` it flags this "
+                                                    "share of benign calibration texts, every corpus weighted alike; "
+                                                    "null = its own calibration.")
     student: bool = Field(True, description="Distil a static-embedding student (model2vec) from the fine-tuned encoder "
                                             "for the cascade.")
     student_dims: int = Field(256, ge=16, le=384, description="Student embedding size (PCA of the token vectors).")
@@ -208,6 +223,59 @@ def _cv_logloss(method: str, z: np.ndarray, y: np.ndarray, seed: int, sample_wei
         yk = y[~tr]
         total += float((-(yk * np.log(p) + (1 - yk) * np.log(1 - p)) * w[~tr]).sum())
     return total / w.sum()
+
+
+def profanity_shift(rows, idx: np.ndarray, y: np.ndarray, src: np.ndarray, fpr: float, threshold: float) -> dict:
+    """Log-odds shift (<= 0) for alt-profanity-check so that ``threshold`` flags ``fpr`` of the benign texts.
+
+    alt-profanity-check's own calibration puts 0.1 very low on identity-mentioning text: it
+    scores 0.1 or more on about a third of the benign tweets of the hate corpora. The shift
+    is fitted on the benign calibration texts, each corpus weighted alike, and is never
+    positive, so the label never becomes more sensitive than its authors made it. A
+    monotone shift leaves profanity-check's own ranking (AUROC) unchanged.
+    """
+    from simplesafe.text.toxicity import ProfanityCheckScorer
+
+    texts = [rows[i].text for i in idx]
+    p = ProfanityCheckScorer().score(texts)["profanity"]
+    neg = y == 0
+    scores, names = p[neg], src[neg]
+    w = np.zeros(len(scores))
+    for n in np.unique(names):
+        w[names == n] = 1.0 / (names == n).sum()
+    order = np.argsort(-scores, kind="stable")
+    cum = np.cumsum(w[order]) / w.sum()
+    t = float(np.clip(scores[order][min(int(np.searchsorted(cum, fpr)), len(order) - 1)], 1e-9, 1 - 1e-9))
+    shift = min(0.0, float(np.log(threshold / (1 - threshold)) - np.log(t / (1 - t))))
+    from simplesafe.safety.classifier import calibrate
+
+    q = calibrate({"method": "none", "shift": shift}, np.log(np.clip(p, 1e-12, 1 - 1e-12) / np.clip(1 - p, 1e-12, 1)))
+    out = {"shift": shift, "target_fpr": fpr}
+    for name, vals in (("before", p), ("after", q)):
+        out[name] = {n: {"fpr": float((vals[neg & (src == n)] > threshold).mean()) if (neg & (src == n)).any() else None,
+                         "recall": float((vals[(~neg) & (src == n)] > threshold).mean()) if ((~neg) & (src == n)).any()
+                         else None} for n in np.unique(src)}
+    return out
+
+
+def recall_shift(p: np.ndarray, y: np.ndarray, src: np.ndarray, recall: float, threshold: float) -> float:
+    """Log-odds shift that puts ``threshold`` where corpus-balanced recall of the hateful texts is ``recall``.
+
+    Each corpus's hateful texts weigh the same in total, so the largest corpus does not set the
+    point alone. Returns ``logit(threshold) - logit(t*)`` with ``t*`` the largest score whose
+    weighted share of hateful texts scoring above it is at least ``recall``.
+    """
+    pos = y == 1
+    scores, names = np.asarray(p)[pos], np.asarray(src)[pos]
+    w = np.zeros(len(scores))
+    for n in np.unique(names):
+        w[names == n] = 1.0 / (names == n).sum()
+    order = np.argsort(-scores, kind="stable")
+    cum = np.cumsum(w[order]) / w.sum()
+    k = int(np.searchsorted(cum, recall))
+    t = float(np.clip(scores[order][min(k, len(order) - 1)], 1e-9, 1 - 1e-9))
+    t = float(np.nextafter(t, 0.0))  # flagging is "> threshold": the k-th text must stay above it
+    return float(np.log(threshold / (1 - threshold)) - np.log(t / (1 - t)))
 
 
 def calibration_weights(src: np.ndarray, y: np.ndarray, weighting: str) -> np.ndarray | None:
@@ -351,12 +419,41 @@ def build_safety_classifier(cfg: SafetyBuildConfig) -> dict:
     candidates: dict = {}
     encoder_state = None
     encoder = None
+    embed = None
     if cfg.finetune_epochs > 0:
+        if cfg.encoder_layers:
+            from simplesafe.errors import ConfigError
+
+            raise ConfigError("encoder_layers starts from stored layers and keeps them (finetune_epochs=0); "
+                              "fine-tuning always starts from the bundled encoder")
         best, weights, encoder_state, encoder = _finetune(cfg, rows, y, w, tr)
     else:
+        features = emb
+        if cfg.encoder_layers:
+            encoder, encoder_state, layers_hash = _encoder_from_layers(cfg)
+            embed = _fast_embedder(encoder, cfg)
+            idx = np.flatnonzero(tr | ca)
+            texts = [rows[i].text for i in idx]
+            from simplesafe.paths import cache_dir
+
+            path = embedding_cache_path(texts, f"{cfg.encoder}+layers:{layers_hash}", cfg.max_seq_length,
+                                        cache_dir() / "safety" / "embeddings")
+            features = np.zeros_like(emb)
+            if path.exists() and np.load(path).shape[0] == len(idx):
+                features[idx] = np.load(path)
+            else:
+                if cfg.progress:
+                    print(f"embedding {len(idx)} train + calibration texts with the stored layers", flush=True)
+                features[idx] = embed(texts)
+                from simplesafe.atomic import atomic_path
+
+                path.parent.mkdir(parents=True, exist_ok=True)
+                with atomic_path(path) as tmp_npy:
+                    with open(tmp_npy, "wb") as fh:
+                        np.save(fh, features[idx])
         for spec in cfg.heads:
-            head_weights = fit_head(spec, emb[tr], y[tr], w[tr], cfg.seed)
-            z = head_logits(head_weights, emb[ca])
+            head_weights = fit_head(spec, features[tr], y[tr], w[tr], cfg.seed)
+            z = head_logits(head_weights, features[ca])
             src_ca, y_ca = src[ca], y[ca]
             aurocs = [binary_metrics(y_ca[src_ca == n], z[src_ca == n], 0.0)["auroc"] for n in corpora]
             aurocs = [a for a in aurocs if a is not None]
@@ -366,22 +463,32 @@ def build_safety_classifier(cfg: SafetyBuildConfig) -> dict:
                 print(f"head {spec}: mean calibration-split AUROC {candidates[spec][0]:.4f}", flush=True)
         best = max(candidates, key=lambda k: candidates[k][0])
         weights = candidates[best][1]
-        from simplesafe.models.load import load_sentence_encoder
+        if encoder is None:
+            from simplesafe.models.load import load_sentence_encoder
 
-        encoder = load_sentence_encoder(cfg.encoder)
+            encoder = load_sentence_encoder(cfg.encoder)
     train_seconds = time.time() - t0
 
     # Calibrate on what the scorer computes: the maximum logit over each text's parts.
-    from simplesafe.safety.classifier import encode_texts, max_by_owner, split_parts
+    from simplesafe.safety.classifier import max_by_owner, split_parts
 
+    if embed is None:
+        embed = _fast_embedder(encoder, cfg)
     ca_idx = np.flatnonzero(ca)
-    parts, owner = split_parts([rows[i].text for i in ca_idx], encoder.tokenizer, cfg.max_seq_length)
-    z_parts = head_logits(weights, encode_texts(encoder, parts, cfg.max_seq_length, cfg.batch_size, cfg.progress))
+    parts, owner = split_parts([rows[i].text for i in ca_idx], encoder.tokenizer, cfg.max_seq_length, cfg.part_tokens)
+    z_parts = head_logits(weights, embed(parts))
     z_ca = max_by_owner(z_parts, owner, len(ca_idx))
     cal_w = calibration_weights(src[ca], y[ca], cfg.calibration_weighting)
     calibration = fit_calibrator(cfg.calibration, z_ca, y[ca], cfg.seed, cal_w)
     calibration["weighting"] = cfg.calibration_weighting
+    if cfg.default_recall is not None:
+        calibration["shift"] = recall_shift(calibrate(calibration, z_ca), y[ca], src[ca], cfg.default_recall,
+                                            cfg.threshold)
+        calibration["default_recall"] = cfg.default_recall
     p_ca = calibrate(calibration, z_ca)
+
+    profanity_calibration = (profanity_shift(rows, ca_idx, y[ca], src[ca], cfg.profanity_fpr, cfg.threshold)
+                             if cfg.profanity_fpr is not None else None)
 
     t0 = time.time()
     student_meta, student_files = None, None
@@ -405,10 +512,12 @@ def build_safety_classifier(cfg: SafetyBuildConfig) -> dict:
         "version": 2,
         "encoder": cfg.encoder,
         "max_seq_length": cfg.max_seq_length,
+        "part_tokens": cfg.part_tokens,
         "head": best,
         "encoder_weights": ENCODER_FILE if encoder_state is not None else None,
         "head_candidates_calib_auroc": {k: round(v[0], 5) for k, v in candidates.items()},
         "calibration": calibration,
+        "profanity_calibration": profanity_calibration,
         "student": student_meta["student"] if student_meta else None,
         "cascade": student_meta["cascade"] if student_meta else None,
         "threshold": cfg.threshold,
@@ -463,6 +572,43 @@ def build_safety_classifier(cfg: SafetyBuildConfig) -> dict:
             shutil.rmtree(tmp, ignore_errors=True)
     meta["path"] = str(out_dir)
     return meta
+
+
+def _encoder_from_layers(cfg: SafetyBuildConfig):
+    """A private encoder holding the layers named by ``cfg.encoder_layers`` (a file, or ``shipped``), their state and hash."""
+    from safetensors.torch import load_file as load_torch
+
+    from simplesafe.safety.classifier import ENCODER_FILE, shipped_artifact_dir
+    from simplesafe.safety.finetune import fresh_encoder, load_trained_state
+
+    path = shipped_artifact_dir() / ENCODER_FILE if cfg.encoder_layers == "shipped" else Path(cfg.encoder_layers)
+    if not path.exists():
+        raise DataError(path, None, None, "encoder_layers: layer file not found (a float16 encoder.safetensors of an "
+                                          "earlier build, or 'shipped')")
+    state = load_torch(str(path))
+    encoder = fresh_encoder(cfg.encoder)
+    load_trained_state(encoder, state, str(path))
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    return encoder, {k: v.contiguous() for k, v in state.items()}, digest
+
+
+def _fast_embedder(encoder, cfg: SafetyBuildConfig):
+    """texts -> embeddings through an ONNX export of ``encoder`` (equal to PyTorch's to ~1e-6, 2-3x faster on CPU)."""
+    import tempfile
+
+    from simplesafe.safety.classifier import OnnxEncoder, export_onnx
+
+    path = Path(tempfile.mkdtemp(prefix="safety-onnx-")) / "encoder.onnx"
+    try:
+        export_onnx(encoder, path)
+        runner = OnnxEncoder(encoder, path, threads=cfg.threads)  # the session holds the model in memory
+    finally:
+        shutil.rmtree(path.parent, ignore_errors=True)
+
+    def embed(texts: list[str]) -> np.ndarray:
+        return runner.encode(list(texts), cfg.max_seq_length, cfg.batch_size)
+
+    return embed
 
 
 def functional_report(clf, threshold: float) -> dict:

@@ -99,16 +99,24 @@ def calibrate(calibration: dict, logits: np.ndarray) -> np.ndarray:
     ``{"method": "isotonic", "x": [...], "y": [...]}``: the monotone step function
     fitted by isotonic regression, linearly interpolated and clipped at the ends (as
     scikit-learn's ``IsotonicRegression.predict`` does).
+    An optional ``"shift"`` adds a constant to the log-odds afterwards (the build uses it to
+    place the default threshold at a stated recall; see ``simplesafe.safety.build``).
     """
     z = np.asarray(logits, dtype=np.float64)
     method = calibration.get("method")
     if method == "platt":
-        return _sigmoid(calibration["a"] * z + calibration["b"])
-    if method == "isotonic":
-        return np.interp(z, np.asarray(calibration["x"]), np.asarray(calibration["y"]))
-    if method == "none":
-        return _sigmoid(z)
-    raise ModelLoadError(f"unknown calibration method {method!r}; expected platt, isotonic or none")
+        p = _sigmoid(calibration["a"] * z + calibration["b"])
+    elif method == "isotonic":
+        p = np.interp(z, np.asarray(calibration["x"]), np.asarray(calibration["y"]))
+    elif method == "none":
+        p = _sigmoid(z)
+    else:
+        raise ModelLoadError(f"unknown calibration method {method!r}; expected platt, isotonic or none")
+    shift = calibration.get("shift")
+    if shift:
+        p = np.clip(p, 1e-12, 1 - 1e-12)
+        p = _sigmoid(np.log(p / (1 - p)) + float(shift))
+    return p
 
 
 # ---------------------------------------------------------------- the classifier
@@ -135,26 +143,29 @@ def _window_limit(max_seq_length: int) -> int:
     return max(int(max_seq_length) - 2, 8)  # [CLS] and [SEP]
 
 
-def split_parts(texts: list[str], tokenizer, max_seq_length: int) -> tuple[list[str], np.ndarray]:
+def split_parts(texts: list[str], tokenizer, max_seq_length: int,
+                part_tokens: int | None = None) -> tuple[list[str], np.ndarray]:
     """Cut each text that does not fit the encoder window into overlapping parts.
 
     Returns ``(parts, owner)``: ``owner[k]`` is the index of the text part ``k`` comes from;
-    every text has at least one part (a text that fits is its own single part). Long texts
-    are split into sentences, packed greedily into windows of at most ``max_seq_length - 2``
-    tokens; consecutive windows share their boundary sentence, so a sentence is never read
-    only without its neighbour. A sentence longer than the window is cut into word chunks
-    that overlap by a quarter.
+    every text has at least one part (a text that fits the window, ``max_seq_length - 2``
+    tokens, is its own single part). Long texts are split into sentences, packed greedily
+    into parts of at most ``part_tokens`` tokens (default: the window); consecutive parts
+    share their boundary sentence, so a sentence is also read with each neighbour. Parts
+    shorter than the window keep one hateful sentence from being averaged away among a
+    hundred benign tokens. A sentence longer than a part is cut into word chunks that
+    overlap by a quarter.
     """
-    limit = _window_limit(max_seq_length)
+    window = _window_limit(max_seq_length)
+    limit = min(window, int(part_tokens)) if part_tokens else window
     n_tok = _token_counts(tokenizer, texts)
     parts: list[str] = []
     owner: list[int] = []
-    long_idx = [i for i, n in enumerate(n_tok) if n > limit]
+    long_idx = [i for i, n in enumerate(n_tok) if n > window]
     for i, n in enumerate(n_tok):
-        if n <= limit:
+        if n <= window:
             parts.append(texts[i])
             owner.append(i)
-            continue
     if not long_idx:
         return parts, np.asarray(owner, dtype=np.int64)
     sentences = [[s for s in _SENTENCE_END.split(texts[i].strip()) if s] for i in long_idx]
@@ -461,7 +472,7 @@ class HateClassifier:
     def parts(self, texts: list[str]) -> tuple[list[str], np.ndarray]:
         if self.long_texts == "truncate":
             return list(texts), np.arange(len(texts))
-        return split_parts(list(texts), self.encoder.tokenizer, self.max_seq_length)
+        return split_parts(list(texts), self.encoder.tokenizer, self.max_seq_length, self.meta.get("part_tokens"))
 
     def score_parts(self, parts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """Scores of parts through the cascade; returns ``(scores, by_encoder)`` (a boolean mask)."""

@@ -130,6 +130,11 @@ class HateClassifierScorer:
 class EnsembleScorer:
     """profanity-check + the hate classifier; ``toxicity`` = max of the two calibrated scores.
 
+    The profanity score is alt-profanity-check's, shifted in log-odds by the artifact's
+    ``profanity_calibration`` (version 2: down, so that 0.1 flags 5% of benign held-out texts
+    as the hate label's 0.1 is placed at a stated recall); ``calibrate_profanity=False`` keeps
+    the raw score. A shift is monotone: profanity-check's own ranking is unchanged.
+
     The maximum is the rule of the report ("every label <= 0.1") applied to two detectors
     of different harms: a text is unsafe if it is profane OR hateful.
     """
@@ -138,10 +143,13 @@ class EnsembleScorer:
     labels = ["profanity", "hate"]
 
     def __init__(self, artifact: str | None = None, batch_size: int = 64, progress: bool = False,
-                 runtime: str = "onnx", long_texts: str = "windows", cascade: bool = True, device: str = "cpu"):
+                 runtime: str = "onnx", long_texts: str = "windows", cascade: bool = True, device: str = "cpu",
+                 calibrate_profanity: bool = True):
         self.profanity = ProfanityCheckScorer()
         self.hate = HateClassifierScorer(artifact, batch_size=batch_size, progress=progress, runtime=runtime,
                                          long_texts=long_texts, cascade=cascade, device=device)
+        cal = self.hate.classifier.meta.get("profanity_calibration") if calibrate_profanity else None
+        self.profanity_shift = float(cal["shift"]) if cal else 0.0
 
     @property
     def classifier(self):
@@ -149,7 +157,13 @@ class EnsembleScorer:
 
     def score(self, texts: list[str]) -> dict[str, np.ndarray]:
         texts = _as_texts(texts)
-        scores = {"profanity": self.profanity.score(texts)["profanity"], "hate": self.hate.score(texts)["hate"]}
+        prof = self.profanity.score(texts)["profanity"]
+        if self.profanity_shift:
+            from simplesafe.safety.classifier import calibrate
+
+            z = np.log(np.clip(prof, 1e-12, 1 - 1e-12) / np.clip(1 - prof, 1e-12, 1))
+            prof = calibrate({"method": "none", "shift": self.profanity_shift}, z)
+        scores = {"profanity": prof, "hate": self.hate.score(texts)["hate"]}
         return _with_max(scores, self.labels)
 
 
@@ -335,6 +349,8 @@ class ToxicityConfig(StageConfig):
                             description="ensemble/hate-classifier: score every part of a long text (max over parts) "
                                         "or only its first window.")
     cascade: bool = Field(True, description="ensemble/hate-classifier: let the static student settle clear cases.")
+    calibrate_profanity: bool = Field(True, description="ensemble: apply the artifact's profanity calibration "
+                                                        "(false: alt-profanity-check's raw probability).")
     device: str = Field("cpu", description="ensemble/hate-classifier with runtime=torch, hf, detoxify: cpu or cuda.")
 
 
@@ -343,6 +359,8 @@ def scorer_from_config(cfg: ToxicityConfig) -> ToxicityScorer:
     if cfg.backend in ("ensemble", "hate-classifier"):
         kw.update(artifact=cfg.artifact, runtime=cfg.runtime, long_texts=cfg.long_texts, cascade=cfg.cascade,
                   device=cfg.device)
+        if cfg.backend == "ensemble":
+            kw["calibrate_profanity"] = cfg.calibrate_profanity
     elif cfg.backend == "hf":
         kw.update(model_path=cfg.model_path, benign_labels=cfg.benign_labels, device=cfg.device)
     elif cfg.backend == "detoxify":

@@ -49,6 +49,17 @@ def test_short_texts_are_one_part_and_long_texts_are_covered_by_windows_that_fit
     assert all(w in joined for w in long.split())                     # nothing is dropped
 
 
+def test_parts_shorter_than_the_window_keep_a_sentence_with_each_neighbour(tokenizer):
+    long = _benign_words(150) + " " + HATEFUL[0] + " " + _benign_words(150)
+    short = "A short text stays whole even with a small part size."
+    parts, owner = split_parts([long, short], tokenizer, 128, part_tokens=48)
+    mine = [p for p, o in zip(parts, owner) if o == 0]
+    assert all(len(tokenizer(p)["input_ids"]) <= 48 + 2 for p in mine)
+    holding = [p for p in mine if HATEFUL[0] in p]
+    assert 1 <= len(holding) <= 2 and all(len(p) < 3 * len(HATEFUL[0]) for p in holding)
+    assert parts[-1] == short and owner[-1] == 1
+
+
 def test_one_overlong_sentence_is_cut_into_overlapping_chunks(tokenizer):
     sentence = " ".join(f"word{i}" for i in range(400))               # no full stop at all
     parts, owner = split_parts([sentence], tokenizer, 64)
