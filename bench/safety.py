@@ -74,7 +74,7 @@ def print_corpus_table(title: str, rows: list[tuple[str, np.ndarray, dict]], thr
         print(line)
 
 
-def held_out(clf, label: str, threshold: float, prof, root: Path, old_style: bool) -> list:
+def held_out(clf, label: str, threshold: float, prof, root: Path, old_style: bool, prof_shift: float = 0.0) -> list:
     """Test split of the build that made ``clf``: (name, y, {scorer: scores})."""
     from simplesafe.safety.build import SafetyBuildConfig, load_and_split
 
@@ -86,11 +86,14 @@ def held_out(clf, label: str, threshold: float, prof, root: Path, old_style: boo
     y = np.array([rows[i].label for i in te])
     src = np.array([rows[i].source for i in te])
     hate = clf.score(texts)
-    p = prof.score(texts)["profanity"]
+    raw = prof.score(texts)["profanity"]
+    from simplesafe.safety.classifier import calibrate
+
+    p = calibrate({"method": "none", "shift": prof_shift}, np.log(np.clip(raw, 1e-12, 1 - 1e-12) / np.clip(1 - raw, 1e-12, 1)))
     out = []
     for name in list(corpora) + ["ALL"]:
         m = np.ones(len(te), bool) if name == "ALL" else src == name
-        scores = {"profanity": p[m], f"{label} ensemble": np.maximum(p[m], hate[m])}
+        scores = {"raw profanity": raw[m], f"{label} ensemble": np.maximum(p[m], hate[m])}
         if not old_style:
             scores[f"{label} hate"] = hate[m]
         out.append((f"{name} (test)", y[m], scores))
@@ -151,7 +154,8 @@ def main() -> None:
 
     def both(texts):
         so, sn = old.score(texts), new.score(texts)
-        return {"old ensemble": so["toxicity"], "new hate": sn["hate"], "new ensemble": sn["toxicity"]}
+        return {"old ensemble": so["toxicity"], "new hate": sn["hate"], "new profanity": sn["profanity"],
+                "new ensemble": sn["toxicity"]}
 
     # 1. held-out corpora
     root = shared_data_dir()
@@ -161,7 +165,8 @@ def main() -> None:
     else:
         rows_old, _ = held_out(old.classifier, "old", threshold, prof, root, old_style=True)
         print_corpus_table("[1a] old scorer on the test split of its own build", rows_old, threshold)
-        rows_new, texts_new = held_out(new.classifier, "new", threshold, prof, root, old_style=False)
+        rows_new, texts_new = held_out(new.classifier, "new", threshold, prof, root, old_style=False,
+                                       prof_shift=new.profanity_shift)
         print_corpus_table("[1b] new scorer on the test split of its own build", rows_new, threshold)
         tweets = [t for t in texts_new if len(t.split()) <= 60]
         from simplesafe.safety.corpora import load_jigsaw_sample
@@ -169,7 +174,7 @@ def main() -> None:
         jig = load_jigsaw_sample(root)
         jt = [r.text for r in jig]
         s = both(jt)
-        s["profanity"] = prof.score(jt)["profanity"]
+        s["raw profanity"] = prof.score(jt)["profanity"]
         print_corpus_table("[1c] Jigsaw sample (101 comments, smoke test, trained on by neither)",
                            [("jigsaw sample", np.array([r.label for r in jig]), s)], threshold)
 
@@ -177,20 +182,20 @@ def main() -> None:
     func = functional_test_set()
     ft = [c["text"] for c in func]
     sf = both(ft)
-    sf["profanity"] = prof.score(ft)["profanity"]
+    sf["raw profanity"] = prof.score(ft)["profanity"]
     functional_table("[2a] out-of-template functional test set (simplesafe.safety.functional, test templates)",
                      func, sf, threshold)
     fix = _read_jsonl(FIXTURES / "hate_functional.jsonl")
     xt = [r["text"] for r in fix]
     sx = both(xt)
-    sx["profanity"] = prof.score(xt)["profanity"]
+    sx["raw profanity"] = prof.score(xt)["profanity"]
     functional_table("[2b] hand-written functional fixture of issue 8 (tests/safety/fixtures)", fix, sx, threshold)
 
     # 3. profane tweets
     tw = _read_jsonl(FIXTURES / "profane_tweets.jsonl")
     tt = [r["text"] for r in tw]
     st = both(tt)
-    st["profanity"] = prof.score(tt)["profanity"]
+    st["raw profanity"] = prof.score(tt)["profanity"]
     print_corpus_table("[3] profane offensive tweets (fixture)", [("profane tweets", np.array([r["label"] for r in tw]), st)],
                        threshold)
 
@@ -214,7 +219,7 @@ def main() -> None:
     sp, sb = both(planted), both(long_benign)
     print(f"\n[4] whole texts: a hateful sentence after 300 benign words (n={len(planted)}), share flagged at "
           f"{threshold:.3g}; the same 300 words without it")
-    for k in sp:
+    for k in ("old ensemble", "new hate", "new ensemble"):
         print(f"    {k:<14} planted {np.mean(sp[k] > threshold):.3f}   without {np.mean(sb[k] > threshold):.3f}")
     sw = bundled / "simplewiki" / "simple_articles.txt"
     ordinary = {"ELI5 preferred answers": eli5[:500]}
@@ -224,7 +229,7 @@ def main() -> None:
     print(f"\n[5] flag rate at {threshold:.3g} on ordinary text")
     for name, texts in ordinary.items():
         s = both(texts)
-        s["profanity"] = prof.score(texts)["profanity"]
+        s["raw profanity"] = prof.score(texts)["profanity"]
         print(f"    {name} (n={len(texts)}): " + "  ".join(f"{k} {np.mean(v > threshold):.3f}" for k, v in s.items()))
 
     # 6. speed
