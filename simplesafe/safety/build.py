@@ -88,7 +88,7 @@ class SafetyBuildConfig(StageConfig):
     finetune_lr: float = Field(2e-4, gt=0, lt=1, description="AdamW learning rate of the encoder layers (the head uses 1e-3).")
     finetune_batch_size: int = Field(64, ge=1, description="Fine-tuning batch size.")
     bf16: bool = Field(True, description="bfloat16 autocast while fine-tuning, where the CPU supports it.")
-    heads: list[str] = Field(default_factory=lambda: ["logreg:4", "mlp:256"],
+    heads: list[str] = Field(default_factory=lambda: ["logreg:4"],
                              description="Head candidates for a frozen encoder (finetune_epochs=0): logreg:C or "
                                          "mlp:HIDDEN; the best on calibration wins.")
     balance_corpora: bool = Field(True, description="Weight training rows so each corpus counts the same.")
@@ -388,6 +388,11 @@ def build_safety_classifier(cfg: SafetyBuildConfig) -> dict:
         head_logits,
     )
 
+    if cfg.finetune_epochs > 0 and cfg.encoder_layers:
+        from simplesafe.errors import ConfigError
+
+        raise ConfigError("encoder_layers starts from stored layers and keeps them (finetune_epochs=0); "
+                          "fine-tuning always starts from the bundled encoder: pass encoder_layers=null")
     t_start = time.time()
     set_seed(cfg.seed)
     out_dir = Path(cfg.out) if cfg.out else cache_artifact_dir()
@@ -421,11 +426,6 @@ def build_safety_classifier(cfg: SafetyBuildConfig) -> dict:
     encoder = None
     embed = None
     if cfg.finetune_epochs > 0:
-        if cfg.encoder_layers:
-            from simplesafe.errors import ConfigError
-
-            raise ConfigError("encoder_layers starts from stored layers and keeps them (finetune_epochs=0); "
-                              "fine-tuning always starts from the bundled encoder")
         best, weights, encoder_state, encoder = _finetune(cfg, rows, y, w, tr)
     else:
         features = emb
@@ -672,10 +672,15 @@ def _fit_student(cfg: SafetyBuildConfig, encoder, rows, y: np.ndarray, w: np.nda
     zp = head_logits(head, np.asarray(static.encode(parts, use_multiprocessing=False), dtype=np.float32))
     z_ca = max_by_owner(zp, owner, int(ca.sum()))
     cal = fit_calibrator("platt", z_ca, y[ca], cfg.seed, calibration_weights(src[ca], y[ca], cfg.calibration_weighting))
+    if cfg.default_recall is not None:
+        # The same scale as the encoder's score: a settled part's score means what the encoder's would.
+        cal["shift"] = recall_shift(calibrate(cal, z_ca), y[ca], src[ca], cfg.default_recall, cfg.threshold)
     s_parts = calibrate(cal, zp)
     flag_parts = p_parts > cfg.threshold
     flagged = np.sort(s_parts[flag_parts])
     below = float(flagged[int(np.floor((1 - cfg.cascade_keep) * len(flagged)))]) if len(flagged) else 0.0
+    # A settled part is never flagged: the student only settles what it scores below the threshold.
+    below = min(below, cfg.threshold)
     settled = s_parts < below
     student_dir = Path(tempfile.mkdtemp(prefix="student-"))
     static.save_pretrained(str(student_dir))

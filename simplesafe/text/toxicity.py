@@ -158,11 +158,12 @@ class EnsembleScorer:
     def score(self, texts: list[str]) -> dict[str, np.ndarray]:
         texts = _as_texts(texts)
         prof = self.profanity.score(texts)["profanity"]
-        if self.profanity_shift:
+        shift = getattr(self, "profanity_shift", 0.0)
+        if shift:
             from simplesafe.safety.classifier import calibrate
 
             z = np.log(np.clip(prof, 1e-12, 1 - 1e-12) / np.clip(1 - prof, 1e-12, 1))
-            prof = calibrate({"method": "none", "shift": self.profanity_shift}, z)
+            prof = calibrate({"method": "none", "shift": shift}, z)
         scores = {"profanity": prof, "hate": self.hate.score(texts)["hate"]}
         return _with_max(scores, self.labels)
 
