@@ -68,16 +68,16 @@ def lfqa_rows():
     return list(load_preference_pairs(bundled_data_dir() / "eli5" / "lfqa_preferences.tsv"))
 
 
-def bench_scoring(answers: list[str], backend: str | None, naive_rows: int) -> dict:
+def bench_scoring(answers: list[str], backend: str | None, naive_rows: int, options: dict | None = None) -> dict:
     from simplesafe.data.scoring import _scorer, score_texts
     from simplesafe.text.clean import clean_answer
     from simplesafe.text.readability import readability
 
-    scorer = _scorer(backend)
+    scorer = _scorer(backend, options)
     scorer.score(["warm up"])
     readability("Warm up the syllable dictionary.")
     t0 = time.perf_counter()
-    score_texts(answers, backend=backend, clean=True)
+    score_texts(answers, backend=backend, clean=True, toxicity_options=options)
     batched = time.perf_counter() - t0
     rows = answers[:naive_rows]
     t0 = time.perf_counter()
@@ -87,11 +87,48 @@ def bench_scoring(answers: list[str], backend: str | None, naive_rows: int) -> d
         scorer.score([c.text])
     naive = time.perf_counter() - t0
     t0 = time.perf_counter()
-    score_texts(rows, backend=backend, clean=True)
+    score_texts(rows, backend=backend, clean=True, toxicity_options=options)
     batched_same = time.perf_counter() - t0
     return {"backend": getattr(scorer, "name", backend), "rows": len(answers), "batched_per_s": len(answers) / batched,
             "naive_rows": len(rows), "naive_per_s": len(rows) / naive, "batched_same_rows_per_s": len(rows) / batched_same,
             "speedup": naive / batched_same}
+
+
+def bench_stages(answers: list[str], scorers: dict) -> dict:
+    """Seconds per 1,000 answers of each stage alone, one process: where curation time goes."""
+    from simplesafe.text.clean import clean_answer
+    from simplesafe.text.readability import readability
+
+    out = {}
+    t0 = time.perf_counter()
+    cleaned = [clean_answer(a).text for a in answers]
+    out["clean"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for c in cleaned:
+        readability(c)
+    out["readability"] = time.perf_counter() - t0
+    for name, scorer in scorers.items():
+        t0 = time.perf_counter()
+        scorer.score(cleaned)
+        out[name] = time.perf_counter() - t0
+    return {k: 1000 * v / len(answers) for k, v in out.items()}
+
+
+def bench_parallel(answers: list[str], n: int, num_proc: int, options: dict | None = None,
+                   backend: str | None = None) -> dict:
+    """clean + readability + toxicity with ``num_proc`` worker processes on ``n`` answers (the real ones, cycled).
+
+    textstat caches only its last 128 texts, so cycling 1,396 answers gives no cache hit a
+    real corpus would not give. Worker start-up (each loads its scorer) is included.
+    """
+    from simplesafe.data.scoring import score_texts
+
+    texts = (answers * (n // len(answers) + 1))[:n]
+    t0 = time.perf_counter()
+    out = score_texts(texts, backend=backend, clean=True, num_proc=num_proc, parallel_min_rows=1, batch_size=512,
+                      toxicity_options=options)
+    dt = time.perf_counter() - t0
+    return {"rows": n, "num_proc": num_proc, "seconds": dt, "per_s": n / dt, "flagged": float(np.mean(np.asarray(out["toxicity"]) > 0.1))}
 
 
 def bench_leakage(train: list[str], val: list[str], test: list[str], encoder: str, naive_rows: int) -> dict:
@@ -161,6 +198,11 @@ def main(argv=None) -> None:
     ap.add_argument("--target-train", type=int, default=20000)
     ap.add_argument("--target-eval", type=int, default=2000)
     ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    ap.add_argument("--artifact", default=None, help="hate-classifier folder of the new scorer (default: cache, else shipped)")
+    ap.add_argument("--old-artifact", default=None, help="version-1 artifact folder (default: from git history)")
+    ap.add_argument("--parallel-rows", type=int, default=20000, help="answers (cycled) for the 2-process figure")
+    ap.add_argument("--num-proc", type=int, default=2, help="worker processes for the parallel figure")
+    ap.add_argument("--scoring-only", action="store_true", help="only section [1] (curation scoring)")
     args = ap.parse_args(argv)
 
     import torch
@@ -178,12 +220,63 @@ def main(argv=None) -> None:
     results = {}
     qs = lfqa_rows()
     answers = [a.text for q in qs for a in q.answers][: args.qa_rows]
-    r = bench_scoring(answers, args.backend, args.naive_rows)
-    results["scoring"] = r
-    print(f"\n[1] clean + readability + toxicity ({r['backend']}) on {r['rows']} LFQA answers")
-    print(f"    batched: {r['batched_per_s']:.1f} QA pairs/s")
-    print(f"    naive row-by-row on the first {r['naive_rows']}: {r['naive_per_s']:.1f}/s vs batched {r['batched_same_rows_per_s']:.1f}/s"
-          f" on the same rows -> {r['speedup']:.2f}x")
+    from v1_scorer import V1_OPTIONS, v1_artifact
+
+    from simplesafe.text.readability import flesch_kincaid_grade, flesch_reading_ease
+    from simplesafe.text.toxicity import DEFAULT_BACKEND, get_toxicity_scorer
+
+    backend = args.backend or DEFAULT_BACKEND
+    model_backend = backend in ("ensemble", "hate-classifier")
+    new_opts = {"artifact": args.artifact} if model_backend and args.artifact else {}
+    old_opts = {"artifact": str(v1_artifact(args.old_artifact)), **V1_OPTIONS} if model_backend else {}
+    print(f"\n[1] clean + readability + toxicity ({backend}) on {len(answers)} LFQA answers "
+          f"(mean {np.mean([len(a.split()) for a in answers]):.0f} words); old = version 1 "
+          f"(first 128 tokens, PyTorch, no cascade), new = the default scorer")
+    scorers = {"profanity-check": get_toxicity_scorer("profanity-check")}
+    if model_backend:
+        scorers["hate old"] = get_toxicity_scorer("hate-classifier", **old_opts)
+        scorers["hate new"] = get_toxicity_scorer("hate-classifier", **new_opts)
+    for sc in scorers.values():
+        sc.score(["warm up", "a second warm-up text"])
+    stages = bench_stages(answers, scorers)
+    from simplesafe.text.clean import clean_answer
+
+    cleaned = [clean_answer(a).text for a in answers]
+    t0 = time.perf_counter()
+    for c in cleaned:
+        if c.strip():
+            flesch_reading_ease(c), flesch_kincaid_grade(c)
+    stages["readability via textstat calls (before)"] = 1000 * (time.perf_counter() - t0) / len(answers)
+    results["stages_ms_per_1000"] = stages
+    print(f"    seconds per 1,000 answers, each stage alone, one process (load average {os.getloadavg()[0]:.1f}):")
+    for k, v in stages.items():
+        print(f"      {k:<42} {v:8.2f} s   ({1000 / v:9.1f} answers/s)")
+    if model_backend:
+        st = scorers["hate new"].classifier.last_stats
+        print(f"      new scorer: {st['parts']} parts for {st['texts']} answers, {st['by_encoder']} "
+              f"({st['by_encoder'] / max(st['parts'], 1):.1%}) went through the encoder")
+
+    r_old = bench_scoring(answers, backend, args.naive_rows, old_opts)
+    r = bench_scoring(answers, backend, args.naive_rows, new_opts)
+    results["scoring"], results["scoring_old"] = r, r_old
+    print(f"    one process: old {r_old['batched_per_s']:.1f} QA pairs/s, new {r['batched_per_s']:.1f} QA pairs/s "
+          f"-> {r['batched_per_s'] / r_old['batched_per_s']:.1f}x")
+    print(f"    naive row-by-row on the first {r['naive_rows']} (new scorer): {r['naive_per_s']:.1f}/s vs batched "
+          f"{r['batched_same_rows_per_s']:.1f}/s on the same rows -> {r['speedup']:.2f}x")
+    if args.num_proc > 1:
+        p_old = bench_parallel(answers, len(answers), args.num_proc, old_opts, backend)
+        p_same = bench_parallel(answers, len(answers), args.num_proc, new_opts, backend)
+        p_new = bench_parallel(answers, args.parallel_rows, args.num_proc, new_opts, backend)
+        results["parallel"] = {"old": p_old, "new_same_rows": p_same, "new": p_new}
+        print(f"    {args.num_proc} processes, worker start-up included (load average {os.getloadavg()[0]:.1f}):")
+        print(f"      old on {p_old['rows']} answers: {p_old['per_s']:.1f} QA pairs/s; new on the same: "
+              f"{p_same['per_s']:.1f}/s -> {p_same['per_s'] / p_old['per_s']:.1f}x")
+        print(f"      new on {p_new['rows']} answers (the {len(answers)} cycled): {p_new['per_s']:.1f} QA pairs/s "
+              f"({p_new['seconds']:.1f} s; {p_new['flagged']:.1%} flagged at 0.1)")
+    if args.scoring_only:
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=2))
+        return
 
     sents = wiki_sentences(args.n_train + 2 * args.n_eval)
     questions = [q.title for q in qs]

@@ -120,3 +120,14 @@ def _print_safety(m: dict, print_table) -> None:
                      f"precision@{m['threshold']}": r["precision"]})
     print_table(rows)
     typer.echo("operating points: " + ", ".join(f"{k}={v:.3g}" for k, v in m["operating_points"].items()))
+    if m.get("cascade"):
+        c, t = m["cascade"], m.get("cascade_test", {})
+        typer.echo(f"cascade: student below {c['student_below']:.4g} skips the encoder; test split: "
+                   f"{t.get('by_encoder')}/{t.get('parts')} parts through the encoder, "
+                   f"{t.get('encoder_flags_kept', float('nan')):.3f} of the encoder's flags kept")
+    f = m.get("functional_test")
+    if f:
+        typer.echo(f"out-of-template functional tests (n={f['n']}): AUROC {f['auroc']:.3f}, hateful flagged "
+                   f"{f['hateful_flagged']:.3f}, non-hateful flagged {f['non_hateful_flagged']:.3f} at {m['threshold']}")
+        print_table([{"functionality": k, "label": v["label"], "n": v["n"], f"flagged@{m['threshold']}": v["share_flagged"]}
+                     for k, v in f["functionalities"].items()])

@@ -23,28 +23,37 @@ from simplesafe.errors import DataError
 
 log = logging.getLogger(__name__)
 
-_SCORERS: dict[str, object] = {}
+_SCORERS: dict[tuple, object] = {}
 
 
-def _scorer(backend):
-    """One scorer per distinct toxicity section (``backend``: a name, a section mapping or a ToxicityConfig)."""
+def _scorer(section, options: dict | None = None):
+    """One scorer per distinct toxicity section and per process.
+
+    ``section``: a backend name, a section mapping or a ToxicityConfig; ``options`` are folded into
+    it. The process id is part of the key: a worker forked from a process that already holds a
+    scorer must not reuse it (ONNX Runtime and torch thread pools do not survive a fork).
+    """
+    import os
+
     from simplesafe.text.toxicity_section import config_key, scorer_from_config, toxicity_config
 
-    cfg = toxicity_config(backend)
-    key = config_key(cfg)
+    cfg = toxicity_config(_plain_section(section, options) if options else section)
+    key = (config_key(cfg), os.getpid())
     if key not in _SCORERS:
         _SCORERS[key] = scorer_from_config(cfg)
     return _SCORERS[key]
 
 
-def _plain_section(backend) -> dict:
-    """The toxicity section as a plain dict: what worker processes (datasets.map, Ray) receive."""
-    from simplesafe.text.toxicity_section import toxicity_config
+def _plain_section(section, options: dict | None = None) -> dict:
+    """The toxicity section (with ``options`` folded in) as a plain dict: what worker processes receive."""
+    from simplesafe.text.toxicity_section import _section_dict, toxicity_config
 
-    return toxicity_config(backend).model_dump(mode="json")
+    d = {**_section_dict(section), **(options or {})}
+    return toxicity_config(d).model_dump(mode="json", exclude_unset=True)
 
 
-def _score_batch(texts: list[str], backend, toxicity: bool = True) -> dict[str, list]:
+def _score_batch(texts: list[str], backend, toxicity: bool = True,
+                 options: dict | None = None) -> dict[str, list]:
     from simplesafe.text.readability import readability
 
     texts = [t if isinstance(t, str) else "" for t in texts]
@@ -56,7 +65,7 @@ def _score_batch(texts: list[str], backend, toxicity: bool = True) -> dict[str, 
     }
     if not toxicity:
         return out
-    tox = _scorer(backend).score(texts)
+    tox = _scorer(backend, options).score(texts)
     out["toxicity"] = [float(x) for x in tox["toxicity"]]
     for label, values in tox.items():
         if label != "toxicity":
@@ -64,20 +73,27 @@ def _score_batch(texts: list[str], backend, toxicity: bool = True) -> dict[str, 
     return out
 
 
-def _clean_score_batch(texts: list[str], backend, toxicity: bool = True) -> dict[str, list]:
+def _clean_score_batch(texts: list[str], backend, toxicity: bool = True,
+                       options: dict | None = None) -> dict[str, list]:
     """Clean Reddit answers (edit notes flagged), then score the cleaned text."""
     from simplesafe.text.clean import clean_answer
 
     cleaned = [clean_answer(t) for t in texts]
     out = {"text": [c.text for c in cleaned], "edit_note": [c.edit_note for c in cleaned]}
-    out.update(_score_batch(out["text"], backend, toxicity))
+    out.update(_score_batch(out["text"], backend, toxicity, options))
     return out
 
 
-def _map_fn(batch, backend=None, clean=False, toxicity=True):
+def _map_fn(batch, backend=None, clean=False, toxicity=True, options=None, threads=None):
+    if threads:
+        # One worker per core: each worker's torch / ONNX Runtime uses its share of the cores.
+        import torch
+
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
     if clean:
-        return _clean_score_batch(batch["text"], backend, toxicity)
-    return _score_batch(batch["text"], backend, toxicity)
+        return _clean_score_batch(batch["text"], backend, toxicity, options)
+    return _score_batch(batch["text"], backend, toxicity, options)
 
 
 def score_texts(
@@ -91,8 +107,13 @@ def score_texts(
     toxicity: bool = True,
     executor: str = "local",
     ray_address: str | None = None,
+    toxicity_options: dict | None = None,
 ) -> dict[str, list]:
     """Score ``texts``; returns ``{column: list}`` with one value per text.
+
+    ``toxicity_options`` are folded into the ``toxicity:`` section (e.g.
+    ``{"runtime": "torch", "cascade": False}``). With ``num_proc > 1`` each worker process
+    builds its own scorer and uses ``cpu_count // num_proc`` torch threads.
 
     With ``clean=True`` the texts are first cleaned as Reddit answers and the result
     also holds the cleaned ``text`` and the detected ``edit_note`` (or None). With
@@ -105,7 +126,8 @@ def score_texts(
     :class:`~simplesafe.text.toxicity_section.ToxicityConfig`), or None for the default.
     """
     texts = list(texts)
-    backend = _plain_section(backend)  # validated once; a plain dict pickles into worker processes
+    backend = _plain_section(backend, toxicity_options)  # validated once; a plain dict pickles into workers
+    toxicity_options = None
     if executor not in ("local", "ray"):
         raise ValueError(f"executor must be 'local' or 'ray', got {executor!r}")
     if executor == "ray":
@@ -116,13 +138,17 @@ def score_texts(
             return score_texts_ray(texts, backend=backend, batch_size=batch_size, clean=clean, toxicity=toxicity,
                                    address=ray_address, num_cpus=num_proc)
     if num_proc > 1 and len(texts) >= parallel_min_rows:
+        import os
+
         import datasets
 
         ds = datasets.Dataset.from_dict({"text": texts})
+        threads = max(1, (os.cpu_count() or num_proc) // num_proc)
         scored = ds.map(
             _map_fn, batched=True, batch_size=batch_size, num_proc=num_proc,
-            fn_kwargs={"backend": backend, "clean": clean, "toxicity": toxicity}, remove_columns=[] if clean else ["text"],
-            desc="scoring", load_from_cache_file=False,
+            fn_kwargs={"backend": backend, "clean": clean, "toxicity": toxicity, "options": toxicity_options,
+                       "threads": threads},
+            remove_columns=[] if clean else ["text"], desc="scoring", load_from_cache_file=False,
         )
         return {col: scored[col] for col in scored.column_names}
     out: dict[str, list] = {}
@@ -131,7 +157,8 @@ def score_texts(
     starts = range(0, len(texts), batch_size)
     for start in tqdm(starts, desc="scoring", unit="batch", disable=not progress or len(texts) <= batch_size):
         chunk = texts[start: start + batch_size]
-        part = _clean_score_batch(chunk, backend, toxicity) if clean else _score_batch(chunk, backend, toxicity)
+        part = (_clean_score_batch(chunk, backend, toxicity, toxicity_options) if clean
+                else _score_batch(chunk, backend, toxicity, toxicity_options))
         for key, values in part.items():
             out.setdefault(key, []).extend(values)
     if not texts:
@@ -139,7 +166,7 @@ def score_texts(
         out.update({"n_words": [], "fre": [], "fkg": []})
         if toxicity:
             out["toxicity"] = []
-            for label in getattr(_scorer(backend), "labels", []):
+            for label in getattr(_scorer(backend, toxicity_options), "labels", []):
                 out.setdefault(label, [])
     return out
 

@@ -15,6 +15,8 @@ merges it with near-duplicate groups. Label schemes follow each folder's ``SOURC
 - Wikipedia Talk non-fuzzed test set: ``toxic`` True/False (the fuzzed copy is never read: same comments).
 - Jigsaw sample: toxic = any of the six labels (101 rows; a smoke test, never for training).
 - ``contrast``: generated minimal pairs (:mod:`simplesafe.safety.contrast`), no folder needed.
+- ``functional``: generated HateCheck-style functional cases from the train/calib templates
+  only (:mod:`simplesafe.safety.functional`); its test templates are never loaded here.
 
 Malformed rows raise :class:`~simplesafe.errors.DataError` naming file, line and field.
 
@@ -279,6 +281,13 @@ def load_contrast(root: Path) -> list[LabelledText]:
     return contrast_rows()
 
 
+def load_functional(root: Path) -> list[LabelledText]:
+    """Generated HateCheck-style functional cases, train and calib templates only (:mod:`simplesafe.safety.functional`)."""
+    from simplesafe.safety.functional import functional_rows
+
+    return functional_rows()
+
+
 LOADERS: dict[str, Callable[[Path], list[LabelledText]]] = {
     "toxigen_annotated": load_toxigen_annotated,
     "toxigen_demonstrations": load_toxigen_demonstrations,
@@ -289,6 +298,7 @@ LOADERS: dict[str, Callable[[Path], list[LabelledText]]] = {
     "simple_wikipedia": load_simple_wikipedia,
     "jigsaw_sample": load_jigsaw_sample,
     "contrast": load_contrast,
+    "functional": load_functional,
 }
 
 
@@ -333,6 +343,7 @@ CORPUS_DIRS = {
     "simple_wikipedia": "d-wikipedia-simple-articles",
     "jigsaw_sample": "jigsaw-toxic-comments-sample",
     "contrast": None,  # generated, needs no folder
+    "functional": None,  # generated, needs no folder
 }
 
 

@@ -109,8 +109,57 @@ class Readability:
     fkg: float
 
 
+def _syllable_counter():
+    """textstat's syllable rule (CMU dictionary, first pronunciation; else pyphen positions + 1), cached per word.
+
+    textstat counts the syllables of a text word by word but caches only whole texts, so the
+    same common words are looked up again in every answer; this was half of the curation
+    time per answer. The rule is textstat's own, so the counts are identical (tested).
+    """
+    from functools import lru_cache
+
+    from textstat.backend.utils._get_cmudict import get_cmudict
+    from textstat.backend.utils._get_pyphen import get_pyphen
+
+    _textstat()
+    cmu = get_cmudict(LANG)
+    pyphen = get_pyphen(LANG)
+
+    @lru_cache(maxsize=1 << 18)
+    def syllables(word: str) -> int:
+        try:
+            return sum(1 for p in cmu[word][0] if p[-1].isdigit())
+        except (TypeError, IndexError, KeyError):
+            return len(pyphen.positions(word)) + 1
+
+    return syllables
+
+
+LANG = "en_US"
+_SYLLABLES = None
+
+
 def readability(text: str) -> Readability:
-    return Readability(word_count(text), flesch_reading_ease(text), flesch_kincaid_grade(text))
+    """Word count, FRE and FKG of ``text``: textstat's formulas and counts, computed once for both scores."""
+    global _SYLLABLES
+    if not text.strip():
+        return Readability(word_count(text), float("nan"), float("nan"))
+    if _SYLLABLES is None:
+        _SYLLABLES = _syllable_counter()
+    from textstat.backend.counts._count_sentences import count_sentences
+    from textstat.backend.selections._list_words import list_words
+
+    words = list_words(text, lowercase=True)
+    n_words = len(words)  # textstat's count_words: the same word list, not lower-cased
+    n_sent = count_sentences(text)
+    wps = n_words / n_sent if n_sent else 0.0
+    spw = (sum(map(_SYLLABLES, words)) / n_words) if n_words else 0.0
+    if wps == 0 or spw == 0:
+        fre = fkg = 0.0
+    else:
+        fre = 206.835 - 1.015 * wps - 84.6 * spw
+        fkg = 0.39 * wps + 11.8 * spw - 15.59
+    return Readability(word_count(text), float(fre), float(fkg))
 
 
 def is_simple(text: str, min_fre: float = 60.0, max_fkg: float = 9.0) -> bool:

@@ -106,15 +106,21 @@ class ProfanityCheckScorer:
 
 
 class HateClassifierScorer:
-    """The MiniLM hate classifier alone (calibrated P(hateful))."""
+    """The MiniLM hate classifier alone (calibrated P(hateful), maximum over the parts of long texts).
+
+    ``runtime`` (``onnx`` or ``torch``), ``long_texts`` (``windows`` or ``truncate``), ``cascade``
+    and ``device`` go to :class:`simplesafe.safety.classifier.HateClassifier`.
+    """
 
     name = "hate-classifier"
     labels = ["hate"]
 
-    def __init__(self, artifact: str | None = None, batch_size: int = 64, progress: bool = False):
+    def __init__(self, artifact: str | None = None, batch_size: int = 64, progress: bool = False,
+                 runtime: str = "onnx", long_texts: str = "windows", cascade: bool = True, device: str = "cpu"):
         from simplesafe.safety.classifier import HateClassifier
 
-        self.classifier = HateClassifier(artifact, batch_size=batch_size, progress=progress)
+        self.classifier = HateClassifier(artifact, batch_size=batch_size, progress=progress, runtime=runtime,
+                                         long_texts=long_texts, cascade=cascade, device=device)
 
     def score(self, texts: list[str]) -> dict[str, np.ndarray]:
         hate = self.classifier.score(_as_texts(texts)).astype(np.float64)
@@ -124,6 +130,11 @@ class HateClassifierScorer:
 class EnsembleScorer:
     """profanity-check + the hate classifier; ``toxicity`` = max of the two calibrated scores.
 
+    The profanity score is alt-profanity-check's, shifted in log-odds by the artifact's
+    ``profanity_calibration`` (version 2: down, so that 0.1 flags 5% of benign held-out texts
+    as the hate label's 0.1 is placed at a stated recall); ``calibrate_profanity=False`` keeps
+    the raw score. A shift is monotone: profanity-check's own ranking is unchanged.
+
     The maximum is the rule of the report ("every label <= 0.1") applied to two detectors
     of different harms: a text is unsafe if it is profane OR hateful.
     """
@@ -131,9 +142,14 @@ class EnsembleScorer:
     name = "ensemble"
     labels = ["profanity", "hate"]
 
-    def __init__(self, artifact: str | None = None, batch_size: int = 64, progress: bool = False):
+    def __init__(self, artifact: str | None = None, batch_size: int = 64, progress: bool = False,
+                 runtime: str = "onnx", long_texts: str = "windows", cascade: bool = True, device: str = "cpu",
+                 calibrate_profanity: bool = True):
         self.profanity = ProfanityCheckScorer()
-        self.hate = HateClassifierScorer(artifact, batch_size=batch_size, progress=progress)
+        self.hate = HateClassifierScorer(artifact, batch_size=batch_size, progress=progress, runtime=runtime,
+                                         long_texts=long_texts, cascade=cascade, device=device)
+        cal = self.hate.classifier.meta.get("profanity_calibration") if calibrate_profanity else None
+        self.profanity_shift = float(cal["shift"]) if cal else 0.0
 
     @property
     def classifier(self):
@@ -141,7 +157,14 @@ class EnsembleScorer:
 
     def score(self, texts: list[str]) -> dict[str, np.ndarray]:
         texts = _as_texts(texts)
-        scores = {"profanity": self.profanity.score(texts)["profanity"], "hate": self.hate.score(texts)["hate"]}
+        prof = self.profanity.score(texts)["profanity"]
+        shift = getattr(self, "profanity_shift", 0.0)
+        if shift:
+            from simplesafe.safety.classifier import calibrate
+
+            z = np.log(np.clip(prof, 1e-12, 1 - 1e-12) / np.clip(1 - prof, 1e-12, 1))
+            prof = calibrate({"method": "none", "shift": shift}, z)
+        scores = {"profanity": prof, "hate": self.hate.score(texts)["hate"]}
         return _with_max(scores, self.labels)
 
 

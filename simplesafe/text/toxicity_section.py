@@ -36,7 +36,9 @@ from simplesafe.text.toxicity import (
 _BACKEND_OPTIONS = {  # options that only one backend reads: setting them for another is a mistake
     "model_path": ("hf",), "benign_labels": ("hf",), "max_length": ("hf",),
     "checkpoint": ("detoxify",), "config_path": ("detoxify",), "model_type": ("detoxify",),
-    "artifact": ("ensemble", "hate-classifier"), "device": ("detoxify", "hf"),
+    "artifact": ("ensemble", "hate-classifier"), "runtime": ("ensemble", "hate-classifier"),
+    "long_texts": ("ensemble", "hate-classifier"), "cascade": ("ensemble", "hate-classifier"),
+    "calibrate_profanity": ("ensemble",),
 }
 
 
@@ -62,7 +64,16 @@ class ToxicityConfig(StageConfig):
     config_path: str | None = Field(None, description="detoxify backend: local Hugging Face folder of its base model.")
     model_type: Literal["original", "unbiased", "multilingual"] = Field(
         "unbiased", description="detoxify backend: original, unbiased (the report's choice) or multilingual.")
-    device: str = Field("cpu", description="detoxify/hf backends: torch device.")
+    device: str = Field("cpu", description="torch device: detoxify/hf backends, and ensemble/hate-classifier "
+                                           "with runtime: torch.")
+    runtime: Literal["onnx", "torch"] = Field(
+        "onnx", description="ensemble/hate-classifier: run the encoder in ONNX Runtime (CPU) or PyTorch.")
+    long_texts: Literal["windows", "truncate"] = Field(
+        "windows", description="ensemble/hate-classifier: score every part of a long text (max over parts) or only "
+                               "its first window.")
+    cascade: bool = Field(True, description="ensemble/hate-classifier: let the static student settle clear cases.")
+    calibrate_profanity: bool = Field(True, description="ensemble: apply the artifact's profanity calibration "
+                                                        "(false: alt-profanity-check's raw probability).")
     batch_size: int = Field(64, ge=1, description="Texts per batch.")
 
     @field_validator("backend")
@@ -170,7 +181,10 @@ def scorer_from_config(cfg: ToxicityConfig | str | Mapping | None = None) -> Tox
     cfg = toxicity_config(cfg)
     kw: dict = {"batch_size": cfg.batch_size}
     if cfg.backend in ("ensemble", "hate-classifier"):
-        kw["artifact"] = cfg.artifact
+        kw.update(artifact=cfg.artifact, runtime=cfg.runtime, long_texts=cfg.long_texts, cascade=cfg.cascade,
+                  device=cfg.device)
+        if cfg.backend == "ensemble":
+            kw["calibrate_profanity"] = cfg.calibrate_profanity
     elif cfg.backend == "hf":
         kw.update(model_path=cfg.model_path, benign_labels=cfg.benign_labels, max_length=cfg.max_length,
                   device=cfg.device)

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from simplesafe.safety.build import (binary_metrics, fit_calibrator, fit_head, threshold_for_fpr,
-                                     threshold_for_recall)
+from simplesafe.safety.build import (binary_metrics, calibration_weights, fit_calibrator, fit_head,
+                                     threshold_for_fpr, threshold_for_recall)
 from simplesafe.safety.classifier import calibrate, head_logits
 
 
@@ -34,6 +34,29 @@ def test_auto_calibration_reports_both_losses():
     cal = fit_calibrator("auto", z, y)
     assert cal["method"] in ("platt", "isotonic") and set(cal["cv_logloss"]) == {"platt", "isotonic"}
     assert cal["method"] == min(cal["cv_logloss"], key=cal["cv_logloss"].get)
+
+
+def test_balanced_calibration_weights_give_each_corpus_and_each_class_the_same_weight():
+    src = np.array(["a"] * 6 + ["b"] * 2)
+    y = np.array([1, 0, 0, 0, 0, 0, 1, 0])
+    w = calibration_weights(src, y, "balanced")
+    assert w.sum() == pytest.approx(len(y))
+    assert w[y == 1].sum() == pytest.approx(w[y == 0].sum())
+    # per corpus before class balancing: a row of "a" weighs 1/6, of "b" 1/2
+    assert w[0] / w[6] == pytest.approx((1 / 6) / (1 / 2))
+    assert calibration_weights(src, y, "mixture") is None
+
+
+def test_weighted_platt_moves_with_the_prior():
+    # The same scores calibrated with hateful rows weighted 4x give higher probabilities.
+    rng = np.random.default_rng(3)
+    z = np.concatenate([rng.normal(1, 1, 500), rng.normal(-1, 1, 4500)])
+    y = np.array([1] * 500 + [0] * 4500)
+    plain = fit_calibrator("platt", z, y)
+    heavy = fit_calibrator("platt", z, y, sample_weight=np.where(y == 1, 4.0, 1.0))
+    p0, p1 = calibrate(plain, np.array([0.0])), calibrate(heavy, np.array([0.0]))
+    odds = (p1 / (1 - p1)) / (p0 / (1 - p0))
+    assert odds[0] == pytest.approx(4.0, rel=0.05)     # a prior change shifts the log-odds by log(4)
 
 
 def test_calibrate_rejects_unknown_method():
@@ -94,7 +117,8 @@ def test_small_build_is_reproducible_leak_free_and_loadable(shared_data, tmp_pat
     from simplesafe.safety.classifier import HateClassifier
 
     cfg = dict(data_dir=str(shared_data), limits=SMALL, finetune_epochs=0, heads=["logreg:1"], progress=False,
-               corpus_weights={})
+               corpus_weights={}, student=False,
+               encoder_layers=None)
     a = build_safety_classifier(SafetyBuildConfig(out=str(tmp_path / "a"), **cfg))
     b = build_safety_classifier(SafetyBuildConfig(out=str(tmp_path / "b"), **cfg))
     wa, wb = load_file(str(tmp_path / "a" / "head.safetensors")), load_file(str(tmp_path / "b" / "head.safetensors"))
@@ -113,11 +137,19 @@ def test_small_fine_tuned_build_stores_the_layers_and_scores_with_them(shared_da
     from simplesafe.safety.build import SafetyBuildConfig, build_safety_classifier
     from simplesafe.safety.classifier import ENCODER_FILE, HateClassifier
 
-    cfg = dict(data_dir=str(shared_data), limits=SMALL, finetune_epochs=1, finetune_batch_size=16, bf16=False,
-               progress=False)
+    cfg = dict(data_dir=str(shared_data), limits={**SMALL, "functional": 200}, finetune_epochs=1,
+               finetune_batch_size=16, bf16=False, progress=False, student_dims=32, encoder_layers=None)
     meta = build_safety_classifier(SafetyBuildConfig(out=str(tmp_path / "ft"), **cfg))
     assert meta["head"] == "finetune:linear" and meta["encoder_weights"] == ENCODER_FILE
     assert (tmp_path / "ft" / ENCODER_FILE).exists()
+    # the student and the cascade threshold are stored; the functional report covers every functionality
+    assert (tmp_path / "ft" / "student" / "model.safetensors").exists() and meta["student"]["dims"] == 32
+    assert 0 <= meta["cascade"]["student_below"] <= meta["threshold"]   # a settled part is never flagged
+    from simplesafe.safety.functional import FUNCTIONALITY_LABELS
+
+    assert set(meta["functional_test"]["functionalities"]) == set(FUNCTIONALITY_LABELS)
+    assert meta["calibration"]["weighting"] == "balanced"
+    assert not list(tmp_path.glob(".ft.*"))   # no staging folder left behind
     clf = HateClassifier(tmp_path / "ft")
     texts = ["I hate lesbian", "I am lesbian"]
     p = clf.score(texts)
@@ -131,6 +163,33 @@ def test_small_fine_tuned_build_stores_the_layers_and_scores_with_them(shared_da
     # Test metrics were computed with the stored (float16) layers: rescoring the test texts reproduces them.
     again = build_safety_classifier(SafetyBuildConfig(out=str(tmp_path / "ft2"), **cfg))
     assert again["test_metrics"] == meta["test_metrics"]
+    for name in (ENCODER_FILE, "head.safetensors", "student/model.safetensors", "student_head.safetensors"):
+        assert (tmp_path / "ft" / name).read_bytes() == (tmp_path / "ft2" / name).read_bytes(), name
+
+
+@pytest.mark.slow
+def test_default_build_keeps_the_shipped_layers_and_fits_a_new_head(shared_data, tmp_path):
+    from simplesafe.safety.build import SafetyBuildConfig, build_safety_classifier
+    from simplesafe.safety.classifier import ENCODER_FILE, HateClassifier, shipped_artifact_dir
+
+    cfg = SafetyBuildConfig(out=str(tmp_path / "d"), data_dir=str(shared_data), limits={**SMALL, "functional": 120},
+                            heads=["logreg:4"], progress=False, student_dims=32)
+    assert cfg.finetune_epochs == 0 and cfg.encoder_layers == "shipped"
+    meta = build_safety_classifier(cfg)
+    assert (tmp_path / "d" / ENCODER_FILE).read_bytes() == (shipped_artifact_dir() / ENCODER_FILE).read_bytes()
+    assert meta["encoder_weights"] == ENCODER_FILE and meta["head"] == "logreg:4"
+    p = HateClassifier(tmp_path / "d").score(["Muslims are filthy rats.", "I am proud to be a Muslim."])
+    assert p[0] > p[1]
+
+
+def test_encoder_layers_cannot_be_fine_tuned_further(shared_data, tmp_path):
+    from simplesafe.errors import ConfigError
+    from simplesafe.safety.build import SafetyBuildConfig, build_safety_classifier
+
+    cfg = SafetyBuildConfig(out=str(tmp_path / "x"), data_dir=str(shared_data), limits={"templates": 40},
+                            finetune_epochs=1, progress=False)
+    with pytest.raises(ConfigError, match="encoder_layers"):
+        build_safety_classifier(cfg)
 
 
 def test_corpus_weights_must_name_loaded_corpora(shared_data, tmp_path):
@@ -154,7 +213,7 @@ def test_build_safety_cli_writes_to_out_and_reuses_a_cached_build(shared_data, t
     out = tmp_path / "cli"
     args = ["models", "build-safety", "--out", str(out), f"data_dir={shared_data}",
             "limits={toxigen_annotated: 60, templates: 60}", "heads=[logreg:1]", "finetune_epochs=0",
-            "corpus_weights={}", "progress=false"]
+            "corpus_weights={}", "progress=false", "student=false", "encoder_layers=null"]
     res = cli(*args)
     assert res.returncode == 0, res.stderr
     assert "AUROC" in res.stdout and (out / "safety.json").exists()
@@ -162,3 +221,18 @@ def test_build_safety_cli_writes_to_out_and_reuses_a_cached_build(shared_data, t
     assert again.returncode == 0 and "cached build" in again.stdout
     bad = cli("models", "build-safety", "--out", str(out), "data_dir=/nonexistent/x")
     assert bad.returncode == 2 and "not found" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_recall_shift_places_the_threshold_at_the_balanced_recall():
+    from simplesafe.safety.build import recall_shift
+
+    rng = np.random.default_rng(5)
+    # corpus a: 900 easy hateful texts, corpus b: 100 hard ones; each counts half.
+    p = np.concatenate([rng.uniform(0.5, 1.0, 900), rng.uniform(0.0, 0.5, 100), rng.uniform(0, 0.3, 500)])
+    y = np.array([1] * 1000 + [0] * 500)
+    src = np.array(["a"] * 900 + ["b"] * 100 + ["a"] * 500)
+    shift = recall_shift(p, y, src, 0.9, 0.1)
+    q = calibrate({"method": "none"}, np.log(p / (1 - p)) + shift)
+    rec_a, rec_b = (q[:900] > 0.1).mean(), (q[900:1000] > 0.1).mean()
+    assert 0.5 * rec_a + 0.5 * rec_b == pytest.approx(0.9, abs=0.01)
+    np.testing.assert_allclose(calibrate({"method": "none", "shift": shift}, np.log(p / (1 - p))), q)

@@ -30,15 +30,31 @@ def ensemble():
 def test_shipped_artifact_is_small_complete_and_used_without_a_cache_build():
     d = shipped_artifact_dir()
     assert (d / HEAD_FILE).exists() and (d / META_FILE).exists()
-    assert sum(p.stat().st_size for p in d.iterdir()) < 25_000_000  # six float16 MiniLM layers: ~21 MB
+    size = sum(p.stat().st_size for p in d.rglob("*") if p.is_file())
+    assert size < 45_000_000  # six float16 MiniLM layers (~21 MB) + the 256-d static student (~15 MB)
     assert default_artifact_dir() == d  # the test cache is empty, so the shipped copy is used
     meta = json.loads((d / META_FILE).read_text())
-    assert meta["calibration"]["method"] in ("platt", "isotonic")
-    if meta.get("encoder_weights"):
-        assert (d / meta["encoder_weights"]).exists()
+    assert meta["version"] == 2 and meta["calibration"]["method"] in ("platt", "isotonic")
+    assert (d / meta["encoder_weights"]).exists() and (d / meta["student"]["dir"] / "model.safetensors").exists()
+    assert meta["cascade"]["student_below"] <= meta["threshold"]       # the student never flags on its own
+    assert meta["cascade_test"]["encoder_flags_kept"] >= 0.95
     for name, m in meta["test_metrics"].items():
-        if m["auroc"] is not None and name != "all":
+        if m["auroc"] is not None and name not in ("all", "functional"):
             assert m["auroc"] >= 0.85, name   # the target, on each corpus's group-disjoint test split
+    # the generated functional corpus's own test split (unseen train-pool templates): negation and
+    # counter-speech are what the frozen layers separate least well; see docs/safety.md
+    assert meta["test_metrics"]["functional"]["auroc"] >= 0.75
+
+
+def test_out_of_template_functional_tests(ensemble):
+    from simplesafe.safety.functional import functional_test_set
+
+    cases = functional_test_set()
+    s = ensemble.score([c["text"] for c in cases])
+    y = np.array([c["label"] for c in cases])
+    assert roc_auc_score(y, s["hate"]) >= 0.85
+    assert (s["hate"][y == 1] > 0.1).mean() >= 0.85          # the bar for hateful cases at the default
+    assert (s["hate"][y == 0] > 0.1).mean() < (s["hate"][y == 1] > 0.1).mean()
 
 
 def test_cache_build_takes_precedence(tmp_path, monkeypatch):

@@ -27,3 +27,21 @@ def test_formula_matches_hand_computation():
 def test_empty_is_nan_and_word_count():
     assert math.isnan(flesch_reading_ease("  "))
     assert word_count("one two  three\nfour") == 4
+
+
+def test_readability_equals_textstat_on_real_answers_and_edge_cases():
+    # readability() counts syllables per word with a cache; the numbers must be textstat's own.
+    from simplesafe.data.sources.preferences import load_preference_pairs
+    from simplesafe.paths import bundled_data_dir
+    from simplesafe.text.clean import clean_answer
+    from simplesafe.text.readability import readability
+
+    answers = [clean_answer(a.text).text for q in load_preference_pairs(bundled_data_dir() / "eli5" / "lfqa_preferences.tsv")
+               for a in q.answers][:300]
+    answers += ["", " ", "a", "!!!", "Hello.", "e.g. this is it", "Über naïve café... 12 3.5", "don't won't y'all"]
+    for text in answers:
+        r = readability(text)
+        fre, fkg = flesch_reading_ease(text), flesch_kincaid_grade(text)
+        assert (math.isnan(r.fre) and math.isnan(fre)) or r.fre == fre, text
+        assert (math.isnan(r.fkg) and math.isnan(fkg)) or r.fkg == fkg, text
+        assert r.n_words == word_count(text)
