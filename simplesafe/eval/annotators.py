@@ -146,14 +146,12 @@ class LengthAnnotator(ScoreAnnotator):
 
 
 def simplicity_score(text: str, target_grade: float = 9.0, min_words: int = 1) -> float:
-    """Flesch reading ease in [0, 1], minus 0.1 per grade level above ``target_grade``."""
-    from simplesafe.text.readability import flesch_kincaid_grade, flesch_reading_ease, word_count
+    """:func:`simplesafe.text.readability.simplicity_score` (the PPO reward's), or -inf under ``min_words``."""
+    from simplesafe.text.readability import simplicity_score as score, word_count
 
     if word_count(text) < max(min_words, 1):
         return -math.inf
-    fre = flesch_reading_ease(text)
-    fkg = flesch_kincaid_grade(text)
-    return min(max(fre, 0.0), 100.0) / 100.0 - 0.1 * max(0.0, fkg - target_grade)
+    return score(text, max_grade=target_grade)
 
 
 class SimplicityAnnotator(ScoreAnnotator):
@@ -231,35 +229,27 @@ class CompositeAnnotator(ScoreAnnotator):
 
 
 class RewardModelAnnotator(ScoreAnnotator):
+    """A reward model as an annotator, scored by :class:`simplesafe.train.reward.RewardModel` (the one
+    reward-model scorer): a ``train rm`` folder as it was trained (its ``reward_config.json``);
+    any other classifier on ``template`` (``{instruction}`` / ``{output}``) as one text."""
+
     def __init__(self, name, model: str, batch_size: int = 16, max_length: int = 512, margin: float = 0.0,
                  template: str = TEMPLATE, device: str = "auto", dtype: str = "auto", **kw):
         super().__init__(name, **kw)
-        from simplesafe.models.load import inference_dtype, load_sequence_classifier, load_tokenizer, resolve_device
+        from simplesafe.train.reward import RewardModel
 
         # the one dtype rule and device: auto (bf16 on a GPU, never an fp32 copy of a large model there)
-        device = resolve_device(device)
-        self.model = load_sequence_classifier(model, dtype=inference_dtype(dtype, device))
-        self.model.to(device).eval().requires_grad_(False)
-        self.tokenizer = load_tokenizer(model, padding_side="right")
-        self.tokenizer.truncation_side = "left"  # long texts keep the answer, as the PPO reward does
-        if self.model.config.pad_token_id is None:
-            self.model.config.pad_token_id = self.tokenizer.pad_token_id
-        self.batch_size, self.max_length, self.margin, self.template = batch_size, max_length, margin, template
+        self.rm = RewardModel(model, device=device, dtype=dtype, max_length=max_length, batch_size=batch_size)
+        if not self.rm.trained_here:  # the annotator's own text format: the whole templated text as the answer
+            self.rm.spec = {**self.rm.spec, "use_prompt": False}
+        self.margin, self.template = margin, template
+        self.info["scored_as"] = "trained reward model" if self.rm.trained_here else "templated text"
 
     def score(self, instructions, outputs):
-        import torch
-
+        if self.rm.trained_here:
+            return self.rm.score(list(instructions), list(outputs)).tolist()
         texts = [self.template.format(instruction=i, output=o) for i, o in zip(instructions, outputs)]
-        out: list[float] = []
-        with torch.no_grad():
-            for i in range(0, len(texts), self.batch_size):
-                enc = self.tokenizer(texts[i: i + self.batch_size], return_tensors="pt", padding=True,
-                                     truncation=True, max_length=self.max_length).to(self.model.device)
-                logits = self.model(**enc).logits.float()
-                # one-logit heads are the Bradley-Terry reward; two-logit heads score "chosen" minus "rejected"
-                vals = logits[:, 0] if logits.shape[-1] == 1 else logits[:, -1] - logits[:, 0]
-                out.extend(vals.tolist())
-        return out
+        return self.rm.score(None, texts).tolist()
 
 
 class LLMJudgeAnnotator(Annotator):

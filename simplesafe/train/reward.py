@@ -310,8 +310,10 @@ def _pad(tokenizer, features: list[dict]):
 
 
 def _rewards(model, batch) -> "torch.Tensor":  # noqa: F821
-    return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                 **({"token_type_ids": batch["token_type_ids"]} if "token_type_ids" in batch else {})).logits[:, 0]
+    """The reward per row: the one output, or "second minus first" for a two-output (rejected/chosen) head."""
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                   **({"token_type_ids": batch["token_type_ids"]} if "token_type_ids" in batch else {})).logits
+    return logits[:, 0] if logits.shape[-1] == 1 else logits[:, -1] - logits[:, 0]
 
 
 class LengthGroupedBatches:
@@ -625,7 +627,14 @@ def run_reward(cfg: RewardStageConfig, out_dir: str | Path, force: bool = False)
 # --------------------------------------------------------------------------- scoring
 
 class RewardModel:
-    """A trained reward model ready to score; ``RewardModel(path).score(prompts, responses)``.
+    """The one reward-model scorer: ``RewardModel(path).score(prompts, responses)``.
+
+    Used by ``train rm``'s own accuracy, the PPO/GRPO ``reward_model`` reward, the eval judges
+    and the ``reward_model`` annotator. A folder from ``simplesafe train rm`` carries its
+    ``reward_config.json`` and is scored exactly as it was trained (template, encoder pairs,
+    truncation). Any other sequence classifier is scored on ``template`` (the prompt format,
+    ``{question}``) followed by the answer, cut from the left to ``max_length`` tokens; a head
+    with two outputs scores "second minus first" (chosen minus rejected).
 
     Loaded on ``device`` (``auto``: the GPU when there is one) in ``dtype`` (``auto``: the one rule,
     :func:`simplesafe.models.load.inference_dtype`: bf16 on a GPU with bf16, fp16 on others, bf16 on
@@ -633,27 +642,43 @@ class RewardModel:
     ``close()`` (or dropping the object) gives the memory back.
     """
 
-    def __init__(self, path: str | Path, device: str | None = "auto", dtype: str | None = "auto"):
+    def __init__(self, path: str | Path, device: str | None = "auto", dtype: str | None = "auto",
+                 template: str | None = None, max_length: int = 512, batch_size: int = 32):
         from simplesafe.errors import ModelLoadError
         from simplesafe.models.load import inference_dtype, load_sequence_classifier, load_tokenizer, resolve_device
 
-        self.path = Path(path)
+        self.path = Path(path).expanduser()
+        self.batch_size = batch_size
         spec_file = self.path / REWARD_CONFIG
-        if not spec_file.exists():
-            raise ModelLoadError(f"{self.path}: not a simplesafe reward model (no {REWARD_CONFIG}); "
-                                 "train one with `simplesafe train rm`")
-        self.spec = json.loads(spec_file.read_text())
-        self.tokenizer = load_tokenizer(str(self.path))
+        self.tokenizer = load_tokenizer(str(self.path), padding_side="right")
         self.device = resolve_device(device)
         self.dtype = inference_dtype(dtype, self.device)
         self.model = load_sequence_classifier(str(self.path), dtype=self.dtype).eval().requires_grad_(False)
         self.model.to(self.device)
+        n_out = getattr(self.model.config, "num_labels", 1)
+        if n_out not in (1, 2):
+            raise ModelLoadError(f"{self.path}: a reward model has one output (or two: chosen/rejected), "
+                                 f"this classifier has {n_out}")
+        if self.model.config.pad_token_id is None:
+            self.model.config.pad_token_id = self.tokenizer.pad_token_id  # causal heads read the last non-pad token
+        if spec_file.exists():
+            self.spec = json.loads(spec_file.read_text())
+            self.trained_here = True
+        else:
+            self.spec = {"kind": "encoder" if not is_causal_backbone(self.model) else "causal", "use_prompt": True,
+                         "template": template or REPORT_TEMPLATE, "max_length": max_length}
+            self.trained_here = False
+            log.info("%s has no %s: scoring it as a plain sequence classifier on '%s' + answer",
+                     self.path, REWARD_CONFIG, self.spec["template"])
+        if not self.trained_here:
+            self.tokenizer.truncation_side = "left"  # keep the answer's end
 
-    def score(self, prompts: list[str] | None, responses: list[str], batch_size: int = 32) -> np.ndarray:
+    def score(self, prompts: list[str] | None, responses: list[str], batch_size: int | None = None) -> np.ndarray:
         import torch
 
         if self.model is None:
             raise RuntimeError(f"reward model {self.path} was closed")
+        batch_size = batch_size or self.batch_size
         prompts = list(prompts) if prompts is not None else [""] * len(responses)
         if len(prompts) != len(responses):
             raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")

@@ -8,11 +8,12 @@ cannot mix several judges, RL can. A composite reward is::
 
 with sources (``kind``):
 
-- ``rm``: a learned reward model; the raw score. A ``train rm`` folder is scored by that
-  trainer's own helper (:func:`simplesafe.train.reward.load_reward_model`), in the format it
-  was trained on; any other one-output sequence classifier scores
+- ``rm``: a learned reward model; the raw score, from :class:`simplesafe.train.reward.RewardModel`
+  (the one reward-model scorer, also used by the eval judges and annotators). A ``train rm``
+  folder is scored in the format it was trained on; any other sequence classifier scores
   ``### Human: {question} ### Assistant: {answer}`` (``template``).
-- ``simplicity``: a smooth step on readability, about 1 well below the target grade, 0.5
+- ``simplicity``: :func:`simplesafe.text.readability.simplicity_score` (the ``simplicity``
+  annotator's too), a smooth step on readability, about 1 well below the target grade, 0.5
   at it, towards 0 above it (the report's bar: FKG < 9, FRE >= 60)::
 
       s = 0.5 * sigmoid((max_grade - FKG) / grade_softness)
@@ -41,7 +42,6 @@ with the weights passed as TRL's ``reward_weights`` so TRL logs each source too.
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Literal
@@ -51,6 +51,7 @@ from pydantic import Field, model_validator
 
 from simplesafe.config import StageConfig
 from simplesafe.errors import ConfigError
+from simplesafe.text.readability import simplicity_score  # noqa: F401  (the simplicity source)
 from simplesafe.text.prompt import REPORT_TEMPLATE
 from simplesafe.text.toxicity_section import ToxicitySettings
 
@@ -104,23 +105,6 @@ def default_sources() -> list[RewardSource]:
     return [RewardSource(kind="simplicity"), RewardSource(kind="safety")]
 
 
-def _sigmoid(x: float) -> float:
-    return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
-
-
-def simplicity_score(text: str, max_grade: float = 9.0, min_fre: float = 60.0,
-                     grade_softness: float = 2.0, fre_softness: float = 10.0) -> float:
-    """Smooth readability reward in (0, 1): see the module docstring; 0 for an empty answer."""
-    from simplesafe.text.readability import readability
-
-    if not text.strip():
-        return 0.0
-    r = readability(text)
-    if math.isnan(r.fkg) or math.isnan(r.fre):
-        return 0.0
-    return 0.5 * _sigmoid((max_grade - r.fkg) / grade_softness) + 0.5 * _sigmoid((r.fre - min_fre) / fre_softness)
-
-
 def length_penalty(text: str, min_words: int | None, max_words: int | None) -> float:
     """``-min(1, words outside [min_words, max_words] / scale)`` with scale = max_words (or min_words)."""
     from simplesafe.text.readability import word_count
@@ -135,82 +119,26 @@ def length_penalty(text: str, min_words: int | None, max_words: int | None) -> f
     return -min(1.0, excess / scale)
 
 
-class RewardModelScorer:
-    """A learned reward model (sequence classifier with one output) applied to question/answer texts.
+class _RewardModelSource:
+    """A ``reward_model`` source: :class:`simplesafe.train.reward.RewardModel`, the one scorer of
+    reward models (a ``train rm`` folder is scored as it was trained; another one-output
+    classifier on ``template`` + answer)."""
 
-    Loaded on ``device`` in ``dtype`` by the one rule (``auto``: :func:`simplesafe.models.load.inference_dtype`).
-    """
-
-    def __init__(self, path: str, template: str = REPORT_TEMPLATE, batch_size: int = 16, max_length: int = 512,
-                 device: str = "auto", dtype: str = "auto"):
-        import torch
-
-        from simplesafe.models.load import inference_dtype, load_sequence_classifier, load_tokenizer, resolve_device
-
-        self.template = template
-        self.batch_size = batch_size
-        self.max_length = max_length
-        # cut long texts from the left: the end of the answer matters more than the question's start
-        self.tokenizer = load_tokenizer(path, padding_side="right")
-        self.tokenizer.truncation_side = "left"
-        device = resolve_device(device)
-        self.model = load_sequence_classifier(path, dtype=inference_dtype(dtype, device))
-        if getattr(self.model.config, "num_labels", 1) != 1:
-            raise ConfigError(f"reward model '{path}' has {self.model.config.num_labels} outputs; "
-                              "a reward model has exactly one (num_labels=1)")
-        if self.model.config.pad_token_id is None:
-            self.model.config.pad_token_id = self.tokenizer.pad_token_id
-        self.model.to(device)
-        self.model.eval()
-        self.model.requires_grad_(False)
-        self._torch = torch
-
-    def texts(self, questions: list[str], answers: list[str]) -> list[str]:
-        from simplesafe.train.common import format_completion, format_prompt
-
-        return [format_prompt(q, self.template, self.tokenizer) + format_completion(q, a, self.template, self.tokenizer)
-                for q, a in zip(questions, answers)]
-
-    def score(self, questions: list[str], answers: list[str]) -> np.ndarray:
-        torch = self._torch
-        texts = self.texts(questions, answers)
-        out = np.zeros(len(texts), dtype=np.float64)
-        device = next(self.model.parameters()).device
-        with torch.no_grad():
-            for i in range(0, len(texts), self.batch_size):
-                enc = self.tokenizer(texts[i: i + self.batch_size], padding=True, truncation=True,
-                                     max_length=self.max_length, return_tensors="pt").to(device)
-                out[i: i + len(enc["input_ids"])] = self.model(**enc).logits[:, 0].float().cpu().numpy()
-        return out
-
-
-class _TrainedRewardModel:
-    """A reward model from ``simplesafe train rm``: scored by that trainer's own helper, so the text
-    format (template, encoder pairs, truncation) is exactly the one it was trained on."""
-
-    def __init__(self, path: str, batch_size: int):
+    def __init__(self, src: RewardSource):
         from simplesafe.train.reward import RewardModel
 
-        self.rm = RewardModel(path)
-        self.batch_size = batch_size
+        self.rm = RewardModel(str(src.path), template=src.template, max_length=src.max_length,
+                              batch_size=src.batch_size)
 
     def score(self, questions: list[str], answers: list[str]) -> np.ndarray:
-        return self.rm.score(questions, answers, self.batch_size)
+        return self.rm.score(questions, answers)
 
     def close(self) -> None:
         self.rm.close()
 
 
 def _rm_scorer(src: RewardSource):
-    """``train rm`` folders (they carry their reward config) use the RM trainer's scorer; any other
-    one-output sequence classifier is scored on ``template`` + answer by :class:`RewardModelScorer`."""
-    from simplesafe.train.reward import REWARD_CONFIG
-
-    if (Path(str(src.path)).expanduser() / REWARD_CONFIG).exists():
-        return _TrainedRewardModel(str(src.path), src.batch_size)
-    log.info("%s has no %s: scoring it as a plain sequence classifier on '%s' + answer",
-             src.path, REWARD_CONFIG, src.template)
-    return RewardModelScorer(src.path, template=src.template, batch_size=src.batch_size, max_length=src.max_length)
+    return _RewardModelSource(src)
 
 
 @dataclass
