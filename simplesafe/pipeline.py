@@ -877,7 +877,7 @@ def _summary(ctx: Context, results: dict) -> None:
             print()
             print_table(rows, title="Held-out evaluation: means [95% CI over prompts, seeds nested]")
     if isinstance(results.get("harness"), dict) and results["harness"].get("rows"):
-        from simplesafe.commands.common import print_table
+        from simplesafe.tables import print_table
         from simplesafe.report import findings
 
         t = results["harness"]

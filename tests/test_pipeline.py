@@ -43,7 +43,7 @@ def micro_recipe(tmp_path: Path, base: Path, stages: list[str]) -> Path:
         "ppo": {"steps": 2, "batch_size": 4, "mini_batch_size": 2, "ppo_epochs": 1, "max_new_tokens": 8,
                 "max_prompts": 8, "lora": {"r": 4, "alpha": 8},
                 "rewards": [{"kind": "simplicity"}, {"kind": "safety", "toxicity_backend": "profanity-check"}]},
-        "merge": {"max_rows": 8},
+        "merge": {"max_rows": 8, "mode": "simple"},  # the careful merge is for QLoRA adapters (tests/train/test_merge.py)
         "eval": {"prompts_per_file": 3, "settings": {"seeds": [0], "max_new_tokens": 8, "n_boot": 50,
                                                       "bertscore": False, "toxicity_backend": "profanity-check",
                                                       "pool": "length"}},
