@@ -591,7 +591,8 @@ def _redteam_prompts(ctx: Context, out: Path, limit: int) -> None:
     """First human turns of the safety reward model's held-out (test) hh-rlhf dialogues: requests no
     model or judge was trained on."""
     from simplesafe.io import write_rows
-    from simplesafe.train.reward import RewardStageConfig, load_pairs
+    from simplesafe.train.reward import RewardStageConfig
+    from simplesafe.train.reward_data import load_pairs
 
     section = (ctx.recipe.rm or {}).get("safety") or {}
     cfg = _section(RewardStageConfig, {k: v for k, v in section.items() if k != "backbone"}, "rm.safety",

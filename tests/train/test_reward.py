@@ -11,14 +11,9 @@ import numpy as np
 import pytest
 
 from simplesafe.errors import DataError
-from simplesafe.train.reward import (
-    RewardStageConfig,
-    load_pairs,
-    score_pairs,
-    score_texts,
-    split_hh_dialogue,
-    train_reward_model,
-)
+from simplesafe.train.reward import RewardStageConfig, train_reward_model
+from simplesafe.train.reward_data import load_pairs, split_hh_dialogue
+from simplesafe.train.reward_model import score_pairs, score_texts
 
 
 def _pairs(n: int, offset: int = 0) -> list[dict]:
@@ -116,7 +111,8 @@ def test_cli_rm_safety(tiny_model_dir, tmp_path):
 
 
 def test_aligned_rows_give_simplicity_pairs(tmp_path):
-    from simplesafe.train.reward import RewardStageConfig, load_pairs
+    from simplesafe.train.reward import RewardStageConfig
+    from simplesafe.train.reward_data import load_pairs
 
     f = tmp_path / "docs.jsonl"
     f.write_text("".join(json.dumps({"id": f"d{i}", "simple": f"A cat sat {i}.", "normal": f"A feline was seated {i}."})
@@ -140,7 +136,7 @@ def test_separating_threshold_balances_the_two_errors():
 
 
 def test_length_grouped_batches_are_seeded_and_cover_everything():
-    from simplesafe.train.reward import LengthGroupedBatches
+    from simplesafe.train.reward_data import LengthGroupedBatches
 
     lengths = list(np.random.default_rng(0).integers(5, 200, 301))
     a, b = LengthGroupedBatches(lengths, 8, seed=3), LengthGroupedBatches(lengths, 8, seed=3)
@@ -191,7 +187,7 @@ def test_reward_model_scoring_holds_no_model_after_use(tiny_model_dir, tmp_path)
     import weakref
 
     import simplesafe.models.load as load_mod
-    from simplesafe.train.reward import RewardModel
+    from simplesafe.train.reward_model import RewardModel
 
     cfg = RewardStageConfig(name="helpfulness", backbone=str(tiny_model_dir), epochs=1, batch_size=8, max_length=32,
                             early_stopping_patience=None)
@@ -214,7 +210,7 @@ def test_reward_model_scoring_holds_no_model_after_use(tiny_model_dir, tmp_path)
         load_mod.load_sequence_classifier = real
     gc.collect()
     assert len(refs) == 2 and all(r() is None for r in refs)
-    assert not hasattr(__import__("simplesafe.train.reward", fromlist=["_CACHE"]), "_CACHE")
+    assert not hasattr(__import__("simplesafe.train.reward_model", fromlist=["_CACHE"]), "_CACHE")
 
 
 def test_length_baseline_accuracy_counts_ties_half():

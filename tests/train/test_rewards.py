@@ -101,7 +101,7 @@ def test_a_train_rm_folder_is_scored_by_the_rm_trainers_own_helper(tiny_model_di
 
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from simplesafe.train.reward import REWARD_CONFIG, score_texts
+    from simplesafe.train.reward_model import REWARD_CONFIG, score_texts
 
     tok = AutoTokenizer.from_pretrained(str(tiny_model_dir))
     rm = AutoModelForSequenceClassification.from_pretrained(str(tiny_model_dir), num_labels=1)
