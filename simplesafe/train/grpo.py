@@ -105,8 +105,8 @@ def train_grpo(cfg: GRPOStageConfig, out_dir: str | Path, progress: bool = True,
     from simplesafe.models.load import precision_dtype
     from simplesafe.train.common import has_gpu, load_policy, peft_config, training_precision, weight_dtype
     from simplesafe.train.curves import plot_curves
-    from simplesafe.train.rollout import load_ppo_tokenizer, load_sft_policy
     from simplesafe.train.rewards import CompositeReward
+    from simplesafe.train.rollout import load_ppo_tokenizer, load_sft_policy
 
     if cfg.batch_size % cfg.num_generations:
         raise ConfigError(f"batch_size ({cfg.batch_size}) must be a multiple of num_generations ({cfg.num_generations})")

@@ -77,8 +77,8 @@ def expert_iteration(cfg: ExpertIterationStageConfig, out_dir: str | Path, progr
     from simplesafe.io import append_jsonl, read_jsonl_tolerant, write_rows
     from simplesafe.runs import stage
     from simplesafe.train.bon import best_of_n
-    from simplesafe.train.rollout import load_prompts
     from simplesafe.train.rewards import CompositeReward
+    from simplesafe.train.rollout import load_prompts
     from simplesafe.train.sft import train_sft
 
     out_dir = Path(out_dir)
