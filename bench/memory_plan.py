@@ -74,7 +74,7 @@ def _configs(case: dict, tmp: Path):
         rows = [{"prompt": f"Question {i}?", "chosen": WORDS, "rejected": "No. " + WORDS} for i in range(max(2 * bs, 8))]
         return DPOStageConfig(model=MODEL, method=case["method"], lora=lora, max_length=case["max_length"],
                               batch_size=bs, grad_accum=1, max_steps=2, merge=False, max_eval_rows=max(bs, 8)), rows
-    from simplesafe.train.ppo import PPOStageConfig
+    from simplesafe.train.ppo_config import PPOStageConfig
 
     rl = tmp / "rl"
     # questions longer than max_prompt_tokens: every prompt is cut to the cap, as the plan assumes

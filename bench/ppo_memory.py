@@ -70,7 +70,9 @@ def child(mode: str, folder: Path, steps: int, out: Path) -> None:
     import torch  # noqa: F401  (imported before the baseline is taken)
     import transformers  # noqa: F401
 
-    from simplesafe.train.ppo import PPOModels, PPOStageConfig, train_ppo
+    from simplesafe.train.ppo import train_ppo
+    from simplesafe.train.ppo_config import PPOStageConfig
+    from simplesafe.train.ppo_models import PPOModels
 
     baseline_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     cfg = PPOStageConfig(policy=str(folder / "policy"), data=[str(folder / "rl")], memory_mode=mode, steps=steps,

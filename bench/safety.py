@@ -55,7 +55,7 @@ def _fmt(v, w=6) -> str:
 
 
 def metrics(y, p, threshold):
-    from simplesafe.safety.build import binary_metrics
+    from simplesafe.safety.calibration import binary_metrics
 
     return binary_metrics(np.asarray(y), np.asarray(p), threshold)
 
@@ -76,7 +76,8 @@ def print_corpus_table(title: str, rows: list[tuple[str, np.ndarray, dict]], thr
 
 def held_out(clf, label: str, threshold: float, prof, root: Path, old_style: bool, prof_shift: float = 0.0) -> list:
     """Test split of the build that made ``clf``: (name, y, {scorer: scores})."""
-    from simplesafe.safety.build import SafetyBuildConfig, load_and_split
+    from simplesafe.safety.build import SafetyBuildConfig
+    from simplesafe.safety.build_data import load_and_split
 
     cfg = SafetyBuildConfig(**{k: v for k, v in clf.meta["config"].items() if k in SafetyBuildConfig.model_fields},
                             progress=False, data_dir=str(root))

@@ -70,7 +70,7 @@ class RecipeConfig(StageConfig):
     rm: dict[str, dict] = Field(default_factory=dict, description="name -> simplesafe.train.reward.RewardStageConfig")
     dpo: dict = Field(default_factory=dict, description="simplesafe.train.dpo.DPOStageConfig")
     merge: dict = Field(default_factory=dict, description="mode, compare (merge of the DPO adapter)")
-    ppo: dict = Field(default_factory=dict, description="simplesafe.train.ppo.PPOStageConfig")
+    ppo: dict = Field(default_factory=dict, description="simplesafe.train.ppo_config.PPOStageConfig")
     grpo: dict = Field(default_factory=dict, description="simplesafe.train.grpo config")
     eval: dict = Field(default_factory=dict, description="simplesafe.eval.run.EvalConfig + prompts/limit")
     harness: dict = Field(default_factory=dict, description="HarnessStageConfig (leaderboard tasks, Table 1)")
@@ -409,7 +409,7 @@ def _probe_judges(ctx: Context) -> list[dict]:
 
 
 def _ppo_cfg(ctx: Context):
-    from simplesafe.train.ppo import PPOStageConfig
+    from simplesafe.train.ppo_config import PPOStageConfig
 
     defaults = ctx.with_template({"policy": ctx.sft_model(), "data": [str(ctx.path("data", "rl"))],
                                   "seed": ctx.recipe.seed})
@@ -591,7 +591,8 @@ def _redteam_prompts(ctx: Context, out: Path, limit: int) -> None:
     """First human turns of the safety reward model's held-out (test) hh-rlhf dialogues: requests no
     model or judge was trained on."""
     from simplesafe.io import write_rows
-    from simplesafe.train.reward import RewardStageConfig, load_pairs
+    from simplesafe.train.reward import RewardStageConfig
+    from simplesafe.train.reward_data import load_pairs
 
     section = (ctx.recipe.rm or {}).get("safety") or {}
     cfg = _section(RewardStageConfig, {k: v for k, v in section.items() if k != "backbone"}, "rm.safety",

@@ -173,7 +173,7 @@ def test_every_documented_command_on_a_recipe_loads_its_section():
                 if trainer == "rm" and "stages" in read_yaml(path):
                     continue  # a recipe's rm section names several reward models
                 cls = {"sft": "simplesafe.train.sft:SFTStageConfig", "rm": "simplesafe.train.reward:RewardStageConfig",
-                       "dpo": "simplesafe.train.dpo:DPOStageConfig", "ppo": "simplesafe.train.ppo:PPOStageConfig",
+                       "dpo": "simplesafe.train.dpo:DPOStageConfig", "ppo": "simplesafe.train.ppo_config:PPOStageConfig",
                        "grpo": "simplesafe.train.grpo:GRPOStageConfig", "rloo": "simplesafe.train.grpo:GRPOStageConfig"}
                 import importlib
 
@@ -327,7 +327,8 @@ def test_one_step_of_the_recipe_stage_in_bf16(run_id, stage, dumped, tiny_model_
             if merge["mode"] == "careful":
                 assert rep["quantized_from"] == "bfloat16"
     elif stage == "ppo":
-        from simplesafe.train.ppo import PPOStageConfig, train_ppo
+        from simplesafe.train.ppo import train_ppo
+        from simplesafe.train.ppo_config import PPOStageConfig
 
         m = train_ppo(PPOStageConfig(**cfg_dict), out, progress=False)
         assert m["steps"] == 1 and m["precision"] == "bf16"

@@ -22,7 +22,8 @@ from simplesafe.commands.train import SECTION, _out, _summary, app
 @app.command("ppo")
 def ppo(args: Optional[List[str]] = OVERRIDES, section: Optional[str] = SECTION, force: bool = FORCE) -> None:
     """PPO with a composite reward, KL penalty, value head and GAE (memory_mode: shared | separate)."""
-    from simplesafe.train.ppo import PPOStageConfig, run_ppo
+    from simplesafe.train.ppo import run_ppo
+    from simplesafe.train.ppo_config import PPOStageConfig
 
     path, overrides = split_config_and_overrides(args)
     cfg = stage_config(PPOStageConfig, path, overrides, section=section or "ppo")

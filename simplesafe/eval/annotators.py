@@ -229,14 +229,14 @@ class CompositeAnnotator(ScoreAnnotator):
 
 
 class RewardModelAnnotator(ScoreAnnotator):
-    """A reward model as an annotator, scored by :class:`simplesafe.train.reward.RewardModel` (the one
+    """A reward model as an annotator, scored by :class:`simplesafe.train.reward_model.RewardModel` (the one
     reward-model scorer): a ``train rm`` folder as it was trained (its ``reward_config.json``);
     any other classifier on ``template`` (``{instruction}`` / ``{output}``) as one text."""
 
     def __init__(self, name, model: str, batch_size: int = 16, max_length: int = 512, margin: float = 0.0,
                  template: str = TEMPLATE, device: str = "auto", dtype: str = "auto", **kw):
         super().__init__(name, **kw)
-        from simplesafe.train.reward import RewardModel
+        from simplesafe.train.reward_model import RewardModel
 
         # the one dtype rule and device: auto (bf16 on a GPU, never an fp32 copy of a large model there)
         self.rm = RewardModel(model, device=device, dtype=dtype, max_length=max_length, batch_size=batch_size)

@@ -92,7 +92,7 @@ class Judge:
             out = 1.0 - np.asarray(self._scorer.score(list(answers))["toxicity"], dtype=float)
         else:
             if self._scorer is None:
-                from simplesafe.train.reward import RewardModel
+                from simplesafe.train.reward_model import RewardModel
 
                 self._scorer = RewardModel(self.spec.model)
             out = np.asarray(self._scorer.score(list(questions), list(answers), self.spec.batch_size), dtype=float)

@@ -90,7 +90,7 @@ def plan_context(ctx, target: Target, stages: list[str] | None = None) -> list[S
 
 
 STAGE_FILE_SECTIONS = {"sft": "simplesafe.train.sft:SFTStageConfig", "rm": "simplesafe.train.reward:RewardStageConfig",
-                       "dpo": "simplesafe.train.dpo:DPOStageConfig", "ppo": "simplesafe.train.ppo:PPOStageConfig",
+                       "dpo": "simplesafe.train.dpo:DPOStageConfig", "ppo": "simplesafe.train.ppo_config:PPOStageConfig",
                        "grpo": "simplesafe.train.grpo:GRPOStageConfig"}
 
 

@@ -26,6 +26,10 @@ Recipe (all seeded; ``simplesafe models build-safety`` runs it, ~8 minutes on 2 
    threshold, computed with the stored (float16) weights through the scorer's own ``encode``
    call; store named operating points; write the artifact atomically.
 
+Steps 1-3 are :mod:`simplesafe.safety.build_data`, step 4 (and the static student of the
+cascade) :mod:`simplesafe.safety.heads`, steps 5-6 :mod:`simplesafe.safety.calibration`; this
+module holds the settings and runs the steps in order.
+
     from simplesafe.safety.build import SafetyBuildConfig, build_safety_classifier
     metrics = build_safety_classifier(SafetyBuildConfig(out="/tmp/hate-minilm"))
 """
@@ -46,6 +50,18 @@ from pydantic import Field
 
 from simplesafe.config import StageConfig
 from simplesafe.errors import DataError
+from simplesafe.safety.build_data import embedding_cache_path, load_and_split
+from simplesafe.safety.calibration import (
+    binary_metrics,
+    calibration_weights,
+    fit_calibrator,
+    functional_report,
+    profanity_shift,
+    recall_shift,
+    threshold_for_fpr,
+    threshold_for_recall,
+)
+from simplesafe.safety.heads import encoder_from_layers, fast_embedder, finetune_with_head, fit_head, fit_student
 
 log = logging.getLogger(__name__)
 
@@ -129,251 +145,7 @@ class SafetyBuildConfig(StageConfig):
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
-# ---------------------------------------------------------------- embeddings with a cache
-
-def embedding_cache_path(texts: list[str], encoder_name: str, max_seq_length: int, cache: Path) -> Path:
-    key = hashlib.sha256(
-        json.dumps([encoder_name, max_seq_length]).encode() + b"\0" + "\n".join(texts).encode()
-    ).hexdigest()[:24]
-    return cache / f"{key}.npy"
-
-
-def embed_texts(texts: list[str], encoder_name: str, max_seq_length: int, batch_size: int = 64,
-                cache: Path | None = None, progress: bool = True) -> np.ndarray:
-    """Unit-normalised float32 embeddings; read from / written to ``cache`` keyed by the inputs."""
-    path = embedding_cache_path(texts, encoder_name, max_seq_length, cache) if cache else None
-    if path is not None and path.exists():
-        emb = np.load(path)
-        if emb.shape[0] == len(texts):
-            return emb
-    from simplesafe.models.load import load_sentence_encoder
-    from simplesafe.safety.classifier import encode_texts
-
-    emb = encode_texts(load_sentence_encoder(encoder_name), texts, max_seq_length, batch_size, progress)
-    if path is not None:
-        from simplesafe.atomic import atomic_path
-
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as fh:
-                np.save(fh, emb)
-    return emb
-
-
-# ---------------------------------------------------------------- heads
-
-def fit_head(spec: str, x: np.ndarray, y: np.ndarray, w: np.ndarray, seed: int) -> dict[str, np.ndarray]:
-    """Fit ``logreg:C`` or ``mlp:HIDDEN`` and return its weights as float32 arrays."""
-    kind, _, arg = spec.partition(":")
-    if kind == "logreg":
-        from sklearn.linear_model import LogisticRegression
-
-        m = LogisticRegression(C=float(arg or 1.0), max_iter=2000, random_state=seed)
-        m.fit(x, y, sample_weight=w)
-        return {"w": m.coef_[0].astype(np.float32), "b": m.intercept_.astype(np.float32)}
-    if kind == "mlp":
-        from sklearn.neural_network import MLPClassifier
-
-        m = MLPClassifier(hidden_layer_sizes=(int(arg or 256),), alpha=1e-3, early_stopping=True,
-                          validation_fraction=0.1, n_iter_no_change=20, max_iter=300, random_state=seed)
-        m.fit(x, y, sample_weight=w)
-        return {"w1": m.coefs_[0].astype(np.float32), "b1": m.intercepts_[0].astype(np.float32),
-                "w2": m.coefs_[1].astype(np.float32), "b2": m.intercepts_[1].astype(np.float32)}
-    from simplesafe.errors import ConfigError
-
-    raise ConfigError(f"unknown head '{spec}'; use logreg:C or mlp:HIDDEN")
-
-
-def fit_calibrator(method: str, z: np.ndarray, y: np.ndarray, seed: int = 0,
-                   sample_weight: np.ndarray | None = None) -> dict:
-    """Fit Platt or isotonic calibration; ``auto`` picks by 2-fold cross-validated (weighted) log-loss."""
-    if method == "auto":
-        losses = {m: _cv_logloss(m, z, y, seed, sample_weight) for m in ("platt", "isotonic")}
-        best = min(losses, key=losses.get)
-        cal = fit_calibrator(best, z, y, seed, sample_weight)
-        cal["cv_logloss"] = {k: round(v, 5) for k, v in losses.items()}
-        return cal
-    if method == "platt":
-        from sklearn.linear_model import LogisticRegression
-
-        m = LogisticRegression(C=1e6, max_iter=1000).fit(z.reshape(-1, 1), y, sample_weight=sample_weight)
-        return {"method": "platt", "a": float(m.coef_[0, 0]), "b": float(m.intercept_[0])}
-    if method == "isotonic":
-        from sklearn.isotonic import IsotonicRegression
-
-        m = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(z, y, sample_weight=sample_weight)
-        return {"method": "isotonic", "x": [float(v) for v in m.X_thresholds_],
-                "y": [float(v) for v in m.y_thresholds_]}
-    from simplesafe.errors import ConfigError
-
-    raise ConfigError(f"unknown calibration '{method}'; use auto, platt or isotonic")
-
-
-def _cv_logloss(method: str, z: np.ndarray, y: np.ndarray, seed: int, sample_weight: np.ndarray | None = None) -> float:
-    from simplesafe.safety.classifier import calibrate
-
-    w = np.ones(len(z)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
-    rng = np.random.default_rng(seed)
-    fold = rng.permutation(len(z)) % 2
-    total = 0.0
-    for k in (0, 1):
-        tr = fold != k
-        cal = fit_calibrator(method, z[tr], y[tr], sample_weight=w[tr])
-        p = np.clip(calibrate(cal, z[~tr]), 1e-6, 1 - 1e-6)
-        yk = y[~tr]
-        total += float((-(yk * np.log(p) + (1 - yk) * np.log(1 - p)) * w[~tr]).sum())
-    return total / w.sum()
-
-
-def profanity_shift(rows, idx: np.ndarray, y: np.ndarray, src: np.ndarray, fpr: float, threshold: float) -> dict:
-    """Log-odds shift (<= 0) for alt-profanity-check so that ``threshold`` flags ``fpr`` of the benign texts.
-
-    alt-profanity-check's own calibration puts 0.1 very low on identity-mentioning text: it
-    scores 0.1 or more on about a third of the benign tweets of the hate corpora. The shift
-    is fitted on the benign calibration texts, each corpus weighted alike, and is never
-    positive, so the label never becomes more sensitive than its authors made it. A
-    monotone shift leaves profanity-check's own ranking (AUROC) unchanged.
-    """
-    from simplesafe.text.toxicity import ProfanityCheckScorer
-
-    texts = [rows[i].text for i in idx]
-    p = ProfanityCheckScorer().score(texts)["profanity"]
-    neg = y == 0
-    scores, names = p[neg], src[neg]
-    w = np.zeros(len(scores))
-    for n in np.unique(names):
-        w[names == n] = 1.0 / (names == n).sum()
-    order = np.argsort(-scores, kind="stable")
-    cum = np.cumsum(w[order]) / w.sum()
-    t = float(np.clip(scores[order][min(int(np.searchsorted(cum, fpr)), len(order) - 1)], 1e-9, 1 - 1e-9))
-    shift = min(0.0, float(np.log(threshold / (1 - threshold)) - np.log(t / (1 - t))))
-    from simplesafe.safety.classifier import calibrate
-
-    q = calibrate({"method": "none", "shift": shift}, np.log(np.clip(p, 1e-12, 1 - 1e-12) / np.clip(1 - p, 1e-12, 1)))
-    out = {"shift": shift, "target_fpr": fpr}
-    for name, vals in (("before", p), ("after", q)):
-        out[name] = {n: {"fpr": float((vals[neg & (src == n)] > threshold).mean()) if (neg & (src == n)).any() else None,
-                         "recall": float((vals[(~neg) & (src == n)] > threshold).mean()) if ((~neg) & (src == n)).any()
-                         else None} for n in np.unique(src)}
-    return out
-
-
-def recall_shift(p: np.ndarray, y: np.ndarray, src: np.ndarray, recall: float, threshold: float) -> float:
-    """Log-odds shift that puts ``threshold`` where corpus-balanced recall of the hateful texts is ``recall``.
-
-    Each corpus's hateful texts weigh the same in total, so the largest corpus does not set the
-    point alone. Returns ``logit(threshold) - logit(t*)`` with ``t*`` the largest score whose
-    weighted share of hateful texts scoring above it is at least ``recall``.
-    """
-    pos = y == 1
-    scores, names = np.asarray(p)[pos], np.asarray(src)[pos]
-    w = np.zeros(len(scores))
-    for n in np.unique(names):
-        w[names == n] = 1.0 / (names == n).sum()
-    order = np.argsort(-scores, kind="stable")
-    cum = np.cumsum(w[order]) / w.sum()
-    k = int(np.searchsorted(cum, recall))
-    t = float(np.clip(scores[order][min(k, len(order) - 1)], 1e-9, 1 - 1e-9))
-    t = float(np.nextafter(t, 0.0))  # flagging is "> threshold": the k-th text must stay above it
-    return float(np.log(threshold / (1 - threshold)) - np.log(t / (1 - t)))
-
-
-def calibration_weights(src: np.ndarray, y: np.ndarray, weighting: str) -> np.ndarray | None:
-    """Sample weights for the calibrator: ``mixture`` = none; ``balanced`` = equal weight per corpus, then per class.
-
-    With ``balanced`` the calibrated score is P(hateful) under a 50% prior with every corpus
-    counted alike, so the number does not depend on how the calibration split happens to mix
-    corpora and classes; 0.1 then reads "likelihood ratio 1:9 for hateful".
-    """
-    if weighting == "mixture":
-        return None
-    w = np.zeros(len(y), dtype=np.float64)
-    names = np.unique(src)
-    for n in names:
-        m = src == n
-        w[m] = 1.0 / m.sum()
-    pos = y == 1
-    if pos.any() and (~pos).any():
-        w[pos] *= 0.5 / w[pos].sum()
-        w[~pos] *= 0.5 / w[~pos].sum()
-    return w * len(y) / w.sum()
-
-
-# ---------------------------------------------------------------- metrics
-
-def binary_metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> dict:
-    """AUROC (when both classes occur) and precision / recall / FPR / flag rate at ``threshold``."""
-    from sklearn.metrics import roc_auc_score
-
-    y = np.asarray(y).astype(int)
-    flag = np.asarray(p) > threshold
-    pos, neg = y == 1, y == 0
-    out = {"n": int(len(y)), "positives": int(pos.sum())}
-    out["auroc"] = float(roc_auc_score(y, p)) if pos.any() and neg.any() else None
-    out["recall"] = float(flag[pos].mean()) if pos.any() else None
-    out["fpr"] = float(flag[neg].mean()) if neg.any() else None
-    out["precision"] = float(y[flag].mean()) if flag.any() else None
-    out["flag_rate"] = float(flag.mean()) if len(y) else None
-    return out
-
-
-def threshold_for_recall(y: np.ndarray, p: np.ndarray, recall: float) -> float:
-    """Largest threshold t with recall(score > t) >= ``recall``."""
-    pos = np.sort(np.asarray(p)[np.asarray(y) == 1])[::-1]
-    k = max(int(np.ceil(recall * len(pos))) - 1, 0)
-    return float(np.nextafter(pos[k], -np.inf))
-
-
-def threshold_for_fpr(y: np.ndarray, p: np.ndarray, fpr: float) -> float:
-    """Smallest threshold t with FPR(score > t) <= ``fpr``."""
-    neg = np.sort(np.asarray(p)[np.asarray(y) == 0])[::-1]
-    k = int(np.floor(fpr * len(neg)))
-    return float(neg[min(k, len(neg) - 1)])
-
-
 # ---------------------------------------------------------------- the build
-
-def load_and_split(cfg: SafetyBuildConfig):
-    """Load, embed (cached) and split the corpora as ``cfg`` says.
-
-    Returns ``(corpora, rows, emb, components, splits, timings)``; deterministic for a
-    given config, so ``bench/safety.py`` rebuilds exactly the held-out split of a build.
-    """
-    import torch
-
-    from simplesafe.paths import cache_dir, shared_data_dir
-    from simplesafe.safety.corpora import load_all
-    from simplesafe.safety.split import assign_splits, check_no_leak, group_components
-
-    torch.set_num_threads(cfg.threads)
-    root = Path(cfg.data_dir) if cfg.data_dir else shared_data_dir()
-    if root is None or not Path(root).is_dir():
-        raise DataError(root or "../shared/data", None, None,
-                        "labelled corpora folder not found; pass data_dir=PATH (see docs/safety.md)")
-    corpora = load_all(Path(root), limits=cfg.limits, seed=cfg.seed, names=list(cfg.limits))
-    rows = [r for name in corpora for r in corpora[name]]
-    log.info("loaded %d rows from %s", len(rows), ", ".join(f"{k}={len(v)}" for k, v in corpora.items()))
-
-    t0 = time.time()
-    emb_cache = cache_dir() / "safety" / "embeddings"
-    parts, n_cached = [], 0
-    for name, crows in corpora.items():
-        n_cached += len(crows) * embedding_cache_path([r.text for r in crows], cfg.encoder, cfg.max_seq_length,
-                                                      emb_cache).exists()
-        if cfg.progress:
-            print(f"embedding {name} ({len(crows)} texts)", flush=True)
-        parts.append(embed_texts([r.text for r in crows], cfg.encoder, cfg.max_seq_length, cfg.batch_size,
-                                 cache=emb_cache, progress=cfg.progress))
-    emb = np.concatenate(parts).astype(np.float32)
-    embed_seconds = time.time() - t0
-
-    t0 = time.time()
-    comp = group_components(rows, emb, cfg.near_duplicate_threshold)
-    splits = assign_splits(rows, comp, {"test": cfg.test_fraction, "calib": cfg.calib_fraction}, seed=cfg.seed)
-    check_no_leak(rows, comp, splits)
-    timings = {"embed": embed_seconds, "split": time.time() - t0, "embedded_from_cache": n_cached}
-    return corpora, rows, emb, comp, splits, timings
-
 
 def build_safety_classifier(cfg: SafetyBuildConfig) -> dict:
     """Run the whole build; write the artifact to ``cfg.out`` (or the cache) and return its metadata."""
@@ -426,12 +198,12 @@ def build_safety_classifier(cfg: SafetyBuildConfig) -> dict:
     encoder = None
     embed = None
     if cfg.finetune_epochs > 0:
-        best, weights, encoder_state, encoder = _finetune(cfg, rows, y, w, tr)
+        best, weights, encoder_state, encoder = finetune_with_head(cfg, rows, y, w, tr)
     else:
         features = emb
         if cfg.encoder_layers:
-            encoder, encoder_state, layers_hash = _encoder_from_layers(cfg)
-            embed = _fast_embedder(encoder, cfg)
+            encoder, encoder_state, layers_hash = encoder_from_layers(cfg)
+            embed = fast_embedder(encoder, cfg)
             idx = np.flatnonzero(tr | ca)
             texts = [rows[i].text for i in idx]
             from simplesafe.paths import cache_dir
@@ -473,7 +245,7 @@ def build_safety_classifier(cfg: SafetyBuildConfig) -> dict:
     from simplesafe.safety.classifier import max_by_owner, split_parts
 
     if embed is None:
-        embed = _fast_embedder(encoder, cfg)
+        embed = fast_embedder(encoder, cfg)
     ca_idx = np.flatnonzero(ca)
     parts, owner = split_parts([rows[i].text for i in ca_idx], encoder.tokenizer, cfg.max_seq_length, cfg.part_tokens)
     z_parts = head_logits(weights, embed(parts))
@@ -493,7 +265,7 @@ def build_safety_classifier(cfg: SafetyBuildConfig) -> dict:
     t0 = time.time()
     student_meta, student_files = None, None
     if cfg.student:
-        student_meta, student_files = _fit_student(cfg, encoder, rows, y, w, tr, ca, src,
+        student_meta, student_files = fit_student(cfg, encoder, rows, y, w, tr, ca, src,
                                                    (parts, owner, calibrate(calibration, z_parts)))
     student_seconds = time.time() - t0
 
@@ -574,148 +346,7 @@ def build_safety_classifier(cfg: SafetyBuildConfig) -> dict:
     return meta
 
 
-def _encoder_from_layers(cfg: SafetyBuildConfig):
-    """A private encoder holding the layers named by ``cfg.encoder_layers`` (a file, or ``shipped``), their state and hash."""
-    from safetensors.torch import load_file as load_torch
-
-    from simplesafe.safety.classifier import ENCODER_FILE, shipped_artifact_dir
-    from simplesafe.safety.finetune import fresh_encoder, load_trained_state
-
-    path = shipped_artifact_dir() / ENCODER_FILE if cfg.encoder_layers == "shipped" else Path(cfg.encoder_layers)
-    if not path.exists():
-        raise DataError(path, None, None, "encoder_layers: layer file not found (a float16 encoder.safetensors of an "
-                                          "earlier build, or 'shipped')")
-    state = load_torch(str(path))
-    encoder = fresh_encoder(cfg.encoder)
-    load_trained_state(encoder, state, str(path))
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-    return encoder, {k: v.contiguous() for k, v in state.items()}, digest
-
-
-def _fast_embedder(encoder, cfg: SafetyBuildConfig):
-    """texts -> embeddings through an ONNX export of ``encoder`` (equal to PyTorch's to ~1e-6, 2-3x faster on CPU)."""
-    import tempfile
-
-    from simplesafe.safety.classifier import OnnxEncoder, export_onnx
-
-    path = Path(tempfile.mkdtemp(prefix="safety-onnx-")) / "encoder.onnx"
-    try:
-        export_onnx(encoder, path)
-        runner = OnnxEncoder(encoder, path, threads=cfg.threads)  # the session holds the model in memory
-    finally:
-        shutil.rmtree(path.parent, ignore_errors=True)
-
-    def embed(texts: list[str]) -> np.ndarray:
-        return runner.encode(list(texts), cfg.max_seq_length, cfg.batch_size)
-
-    return embed
-
-
-def functional_report(clf, threshold: float) -> dict:
-    """``hate`` on the out-of-template functional test set: AUROC, flag share per functionality and per label."""
-    from simplesafe.safety.functional import functional_test_set
-
-    cases = functional_test_set()
-    p = clf.score([c["text"] for c in cases])
-    y = np.array([c["label"] for c in cases])
-    funcs: dict[str, dict] = {}
-    for c, v in zip(cases, p):
-        f = funcs.setdefault(c["functionality"], {"label": c["label"], "n": 0, "flagged": 0})
-        f["n"] += 1
-        f["flagged"] += int(v > threshold)
-    for f in funcs.values():
-        f["share_flagged"] = round(f["flagged"] / f["n"], 4)
-    m = binary_metrics(y, p, threshold)
-    return {"n": len(cases), "auroc": m["auroc"], "hateful_flagged": m["recall"], "non_hateful_flagged": m["fpr"],
-            "functionalities": dict(sorted(funcs.items(), key=lambda kv: _func_order(kv[0])))}
-
-
-def _func_order(name: str) -> int:
-    head = name.split("_", 1)[0]
-    return int(head[1:]) if head[1:].isdigit() else 99
-
-
-def _fit_student(cfg: SafetyBuildConfig, encoder, rows, y: np.ndarray, w: np.ndarray, tr: np.ndarray,
-                 ca: np.ndarray, src: np.ndarray, calib_parts: tuple):
-    """Distil a model2vec student from ``encoder``, fit its head, calibrate it, pick the cascade threshold.
-
-    The student's head is a logistic regression on its (static) sentence embeddings, trained on
-    the same train split and weights as the encoder, and calibrated like it (maximum over the
-    parts of each calibration text). The cascade threshold is the student score below which
-    fewer than ``1 - cascade_keep`` of the calibration parts that the encoder flags at
-    ``threshold`` fall: parts the student scores lower skip the encoder at that cost.
-    ``calib_parts`` is ``(parts, owner, encoder_part_scores)`` of the calibration texts.
-    """
-    import tempfile
-
-    from model2vec.distill import distill_from_model
-
-    from simplesafe.safety.classifier import STUDENT_DIR, STUDENT_HEAD_FILE, calibrate, head_logits, max_by_owner
-
-    if cfg.progress:
-        print(f"distilling a {cfg.student_dims}-d static student from the fine-tuned encoder", flush=True)
-    old = os.environ.get("TQDM_DISABLE")
-    if not cfg.progress:
-        os.environ["TQDM_DISABLE"] = "1"  # model2vec's progress bar has no switch of its own
-    try:
-        static = distill_from_model(model=encoder[0].auto_model, tokenizer=encoder.tokenizer,
-                                    pca_dims=cfg.student_dims)
-    finally:
-        if old is None:
-            os.environ.pop("TQDM_DISABLE", None)
-        else:
-            os.environ["TQDM_DISABLE"] = old
-    parts, owner, p_parts = calib_parts
-    tr_idx = np.flatnonzero(tr)
-    x_tr = np.asarray(static.encode([rows[i].text for i in tr_idx], use_multiprocessing=False), dtype=np.float32)
-    head = fit_head("logreg:4", x_tr, y[tr], w[tr], cfg.seed)
-    zp = head_logits(head, np.asarray(static.encode(parts, use_multiprocessing=False), dtype=np.float32))
-    z_ca = max_by_owner(zp, owner, int(ca.sum()))
-    cal = fit_calibrator("platt", z_ca, y[ca], cfg.seed, calibration_weights(src[ca], y[ca], cfg.calibration_weighting))
-    if cfg.default_recall is not None:
-        # The same scale as the encoder's score: a settled part's score means what the encoder's would.
-        cal["shift"] = recall_shift(calibrate(cal, z_ca), y[ca], src[ca], cfg.default_recall, cfg.threshold)
-    s_parts = calibrate(cal, zp)
-    flag_parts = p_parts > cfg.threshold
-    flagged = np.sort(s_parts[flag_parts])
-    below = float(flagged[int(np.floor((1 - cfg.cascade_keep) * len(flagged)))]) if len(flagged) else 0.0
-    # A settled part is never flagged: the student only settles what it scores below the threshold.
-    below = min(below, cfg.threshold)
-    settled = s_parts < below
-    student_dir = Path(tempfile.mkdtemp(prefix="student-"))
-    static.save_pretrained(str(student_dir))
-    meta = {
-        "student": {"dir": STUDENT_DIR, "head": STUDENT_HEAD_FILE, "dims": int(static.dim), "calibration": cal,
-                    "calib_auroc": binary_metrics(y[ca], calibrate(cal, z_ca), cfg.threshold)["auroc"]},
-        "cascade": {"student_below": below, "keep": cfg.cascade_keep,
-                    "calib_parts_settled": float(settled.mean()),
-                    "calib_encoder_flags_kept": float(((~settled) & flag_parts).sum() / max(flag_parts.sum(), 1))},
-    }
-    return meta, {"dir": student_dir, "head": head}
-
-
-def _finetune(cfg: SafetyBuildConfig, rows, y: np.ndarray, w: np.ndarray, tr: np.ndarray):
-    """Fine-tune the encoder on the train split; return the head, the stored layers and the encoder.
-
-    The layer weights are stored as float16 and loaded back into the returned encoder, so that
-    calibration describes the shipped classifier.
-    """
-    import torch
-
-    from simplesafe.safety.finetune import FinetuneSettings, finetune_encoder, fresh_encoder, load_trained_state
-
-    settings = FinetuneSettings(epochs=cfg.finetune_epochs, lr=cfg.finetune_lr, batch_size=cfg.finetune_batch_size,
-                                max_seq_length=cfg.max_seq_length, seed=cfg.seed, bf16=cfg.bf16,
-                                progress=cfg.progress)
-    encoder = fresh_encoder(cfg.encoder)
-    tr_idx = np.flatnonzero(tr)
-    if cfg.progress:
-        print(f"fine-tuning {cfg.encoder} on {len(tr_idx)} texts for {cfg.finetune_epochs} epoch(s)", flush=True)
-    state, head = finetune_encoder(encoder, [rows[i].text for i in tr_idx], y[tr_idx], w[tr_idx], settings)
-    state = {k: v.to(dtype=torch.float16).contiguous() for k, v in state.items()}
-    load_trained_state(encoder, state, "fine-tuned layers")
-    return "finetune:linear", head, state, encoder
-
+# ---------------------------------------------------------------- the artifact
 
 def _stage_artifact(out_dir: Path, weights: dict, meta: dict, head_file: str, meta_file: str,
                     encoder_state: dict | None = None, student: dict | None = None) -> Path:

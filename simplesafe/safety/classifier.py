@@ -100,7 +100,7 @@ def calibrate(calibration: dict, logits: np.ndarray) -> np.ndarray:
     fitted by isotonic regression, linearly interpolated and clipped at the ends (as
     scikit-learn's ``IsotonicRegression.predict`` does).
     An optional ``"shift"`` adds a constant to the log-odds afterwards (the build uses it to
-    place the default threshold at a stated recall; see ``simplesafe.safety.build``).
+    place the default threshold at a stated recall; see ``simplesafe.safety.calibration``).
     """
     z = np.asarray(logits, dtype=np.float64)
     method = calibration.get("method")

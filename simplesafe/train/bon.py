@@ -105,8 +105,8 @@ def best_of_n(cfg: BestOfNStageConfig, out_dir: str | Path, progress: bool = Tru
     from simplesafe.io import append_jsonl, read_jsonl_tolerant
     from simplesafe.runs import set_seed
     from simplesafe.train.common import read_split, split_paths
-    from simplesafe.train.ppo import fit_prompt, load_ppo_tokenizer, load_sft_policy, prompt_token_budget
     from simplesafe.train.rewards import CompositeReward
+    from simplesafe.train.rollout import fit_prompt, load_ppo_tokenizer, load_sft_policy, prompt_token_budget
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -89,7 +89,7 @@ def _question_dataset(cfg: GRPOStageConfig, tokenizer, model_config):
     """Prompts cut (question end first) so prompt + completion fit the model's context: TRL 1.16 no longer cuts them."""
     from datasets import Dataset
 
-    from simplesafe.train.ppo import fit_prompt, load_prompts, prompt_token_budget
+    from simplesafe.train.rollout import fit_prompt, load_prompts, prompt_token_budget
 
     budget = prompt_token_budget(cfg, model_config)
     rows = load_prompts(cfg)  # same reader and checks as PPO
@@ -104,8 +104,9 @@ def train_grpo(cfg: GRPOStageConfig, out_dir: str | Path, progress: bool = True,
     from simplesafe.runs import set_seed
     from simplesafe.models.load import precision_dtype
     from simplesafe.train.common import has_gpu, load_policy, peft_config, training_precision, weight_dtype
-    from simplesafe.train.ppo import load_ppo_tokenizer, load_sft_policy, plot_curves
+    from simplesafe.train.curves import plot_curves
     from simplesafe.train.rewards import CompositeReward
+    from simplesafe.train.rollout import load_ppo_tokenizer, load_sft_policy
 
     if cfg.batch_size % cfg.num_generations:
         raise ConfigError(f"batch_size ({cfg.batch_size}) must be a multiple of num_generations ({cfg.num_generations})")
@@ -183,7 +184,7 @@ def train_grpo(cfg: GRPOStageConfig, out_dir: str | Path, progress: bool = True,
 
 
 def _ppo_names(h: dict) -> dict:
-    """TRL's log keys renamed to the ones :func:`~simplesafe.train.ppo.plot_curves` draws."""
+    """TRL's log keys renamed to the ones :func:`~simplesafe.train.curves.plot_curves` draws."""
     row = {"step": h.get("step", 0), "reward": h["reward"], "kl": h.get("kl", 0.0) or 0.0}
     for key, value in h.items():
         if key.startswith("rewards/") and key.endswith("/mean"):

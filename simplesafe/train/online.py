@@ -77,14 +77,14 @@ def expert_iteration(cfg: ExpertIterationStageConfig, out_dir: str | Path, progr
     from simplesafe.io import append_jsonl, read_jsonl_tolerant, write_rows
     from simplesafe.runs import stage
     from simplesafe.train.bon import best_of_n
-    from simplesafe.train.ppo import load_prompts
     from simplesafe.train.rewards import CompositeReward
+    from simplesafe.train.rollout import load_prompts
     from simplesafe.train.sft import train_sft
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    prompts = load_prompts(_prompt_cfg(cfg))
+    prompts = load_prompts(cfg)  # its data and prompt_field
     reward = reward or CompositeReward(cfg.rewards)
     bon_cfg = BestOfNStageConfig(policy=cfg.policy, template=cfg.template, n=cfg.n, max_new_tokens=cfg.max_new_tokens,
                                  temperature=cfg.temperature, batch_size=cfg.batch_size,
@@ -127,13 +127,6 @@ def expert_iteration(cfg: ExpertIterationStageConfig, out_dir: str | Path, progr
                "mean_sample_reward_per_round": [x["mean_sample_reward"] for x in rows]}
     write_json(out_dir / "metrics.json", metrics)
     return metrics
-
-
-def _prompt_cfg(cfg: ExpertIterationStageConfig):
-    """The fields :func:`simplesafe.train.ppo.load_prompts` reads."""
-    from simplesafe.train.ppo import PPOStageConfig
-
-    return PPOStageConfig(data=cfg.data, prompt_field=cfg.prompt_field)
 
 
 def run_expert_iteration(cfg: ExpertIterationStageConfig, out_dir: str | Path, force: bool = False,

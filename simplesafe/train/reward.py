@@ -37,15 +37,13 @@ the merged classifier (a careful merge for QLoRA, :mod:`simplesafe.train.merge`)
     simplesafe train rm recipes/gpu/rm.yaml data=runs/gpu/data/rm out=runs/gpu/rm-helpfulness   # 7B, QLoRA
 
 The output folder is an ordinary sequence-classification model (safetensors + tokenizer)
-with ``reward_config.json`` describing how to build its inputs; score with
-:class:`RewardModel` (the caller holds it and drops it, or calls ``close()``, when done: no
-module-level cache keeps a reward model on the accelerator), or :func:`score_texts` /
-:func:`score_pairs` for one call.
+with ``reward_config.json`` describing how to build its inputs; score it with
+:class:`~simplesafe.train.reward_model.RewardModel` (:mod:`simplesafe.train.reward_model`). The
+pairs and their batches: :mod:`simplesafe.train.reward_data`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -58,22 +56,14 @@ from pydantic import Field
 
 from simplesafe.atomic import write_json
 from simplesafe.config import StageConfig
-from simplesafe.errors import ConfigError, DataError
-from simplesafe.paths import bundled_data_dir
-from simplesafe.train.common import (
-    REPORT_TEMPLATE,
-    DataConfigMixin,
-    LoraSettings,
-    Method,
-    Precision,
-    read_split,
-    split_paths,
-)
+from simplesafe.errors import ConfigError
+from simplesafe.train.common import REPORT_TEMPLATE, DataConfigMixin, LoraSettings, Method, Precision
+from simplesafe.train.reward_data import LengthGroupedBatches, PairData, load_pairs
+from simplesafe.train.reward_model import REWARD_CONFIG, batch_rewards, is_causal_backbone
 
 log = logging.getLogger(__name__)
 
 PairSource = Literal["auto", "rm_rows", "hh_rlhf", "simple_vs_english"]
-REWARD_CONFIG = "reward_config.json"
 _DEFAULT_SOURCE = {"helpfulness": "rm_rows", "safety": "hh_rlhf", "simplicity": "simple_vs_english"}
 
 
@@ -134,157 +124,7 @@ class RewardStageConfig(DataConfigMixin, StageConfig):
         return self.use_prompt if self.use_prompt is not None else self.source() != "simple_vs_english"
 
 
-# --------------------------------------------------------------------------- data
-
-def _bucket(key: str, val: float, test: float) -> str:
-    """Deterministic split by a hash of the question, so a question never spans two splits."""
-    x = int(hashlib.sha256(key.encode("utf-8")).hexdigest()[:8], 16) / 2**32
-    return "test" if x < test else "validation" if x < test + val else "train"
-
-
-def split_hh_dialogue(text: str) -> tuple[str, str]:
-    """hh-rlhf: (dialogue before the final assistant turn, that turn's text)."""
-    marker = "\n\nAssistant:"
-    idx = text.rfind(marker)
-    if idx < 0:
-        raise ValueError("no '\\n\\nAssistant:' turn")
-    return text[:idx].strip(), text[idx + len(marker):].strip()
-
-
-def hh_rlhf_pairs(paths: list[Path]) -> list[dict]:
-    from simplesafe.io import read_rows, require
-
-    out, skipped = [], []
-    for path in paths:
-        for line, row in read_rows(path):
-            try:
-                p_c, chosen = split_hh_dialogue(require(row, "chosen", path, line))
-                p_r, rejected = split_hh_dialogue(require(row, "rejected", path, line))
-            except ValueError as exc:
-                raise DataError(path, line, "chosen", str(exc)) from None
-            if p_c != p_r:
-                # 5 of the 2,312 harmless-base test rows lose a turn marker ("  Human:" without the blank
-                # line) on one side, so the two dialogues split differently: no clean pair, skip it
-                skipped.append(f"{path}:{line}")
-                continue
-            if not chosen or not rejected:
-                continue  # an empty final turn gives no preference signal
-            out.append({"prompt": p_c, "chosen": chosen, "rejected": rejected, "weight": 1.0,
-                        "_where": f"{path}:{line}", "_key": p_c})
-    if skipped:
-        log.warning("hh-rlhf: %d pair(s) skipped whose chosen and rejected dialogues differ before the final "
-                    "turn (a lost turn marker): %s", len(skipped), ", ".join(skipped[:5]))
-    return out
-
-
-def simple_vs_english_pairs(simple_file: Path, english_file: Path) -> list[dict]:
-    from simplesafe.io import read_lines
-    from simplesafe.text.detok import detokenize
-
-    simple = list(read_lines(simple_file))
-    english = list(read_lines(english_file))
-    if len(simple) != len(english):
-        raise DataError(english_file, None, None, f"has {len(english)} lines but {simple_file} has {len(simple)}; "
-                        "the two files must be line-aligned")
-    out = []
-    for (line, s), (_, e) in zip(simple, english):
-        s, e = detokenize(s.strip()), detokenize(e.strip())
-        if not s or not e or s == e:
-            continue
-        out.append({"prompt": "", "chosen": s, "rejected": e, "weight": 1.0,
-                    "_where": f"{simple_file}:{line}", "_key": f"line{line}"})
-    return out
-
-
-ROW_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".parquet", ".csv", ".tsv")
-
-
-def aligned_rows_pairs(path: Path, simple_field: str = "simple", english_field: str = "normal") -> list[dict]:
-    """Simple (chosen) vs ordinary (rejected) pairs from a rows file with both texts per row (Wiki-Auto)."""
-    from simplesafe.io import read_rows, require
-
-    out = []
-    for line, row in read_rows(path):
-        s = require(row, simple_field, path, line).strip()
-        e = require(row, english_field, path, line).strip()
-        if s == e:
-            continue  # no preference signal
-        key = str(row.get("id", f"line{line}"))
-        out.append({"prompt": "", "chosen": s, "rejected": e, "weight": 1.0, "_where": f"{path}:{line}", "_key": key})
-    return out
-
-
-def load_pairs(cfg: RewardStageConfig) -> dict[str, list[dict]]:
-    """``{"train", "validation", "test"}`` lists of pair rows for ``cfg``."""
-    src = cfg.source()
-    if src == "rm_rows":
-        if not cfg.data:
-            raise ConfigError(f"reward model '{cfg.name}': data must name the RM dataset folder or files")
-        fields = ("prompt", "chosen", "rejected")
-        optional = {"weight": 1.0}
-        if cfg.margin_field:
-            optional[cfg.margin_field] = 0.0
-        # an empty prompt is allowed: some pair sets judge the answer alone
-        splits = {
-            "train": read_split(split_paths(cfg.data, "train"), fields, optional, allow_empty=("prompt",)),
-            "validation": read_split(split_paths(cfg.data, "validation", cfg.validation), fields, optional,
-                                     allow_empty=("prompt",)),
-            "test": read_split(split_paths(cfg.data, "test", cfg.test), fields, optional, allow_empty=("prompt",)),
-        }
-    else:
-        if src == "hh_rlhf":
-            files = [Path(p) for p in cfg.data] or [bundled_data_dir() / "hh-rlhf" / "harmless_base_test.jsonl.gz"]
-            rows = hh_rlhf_pairs(files)
-        else:
-            sdir = bundled_data_dir() / "simplewiki"
-            simple = Path(cfg.simple_file or sdir / "simple_aligned.txt")
-            if simple.name.endswith(ROW_SUFFIXES):
-                if cfg.english_file:
-                    raise ConfigError(f"reward model '{cfg.name}': english_file is for line-aligned text files; "
-                                      f"{simple} is a rows file with both texts (simple_field/english_field)")
-                rows = aligned_rows_pairs(simple, cfg.simple_field, cfg.english_field)
-            else:
-                rows = simple_vs_english_pairs(simple, Path(cfg.english_file or sdir / "english_articles.txt"))
-        splits = {"train": [], "validation": [], "test": []}
-        for r in rows:
-            splits[_bucket(r["_key"], cfg.validation_fraction, cfg.test_fraction)].append(r)
-    for name, rows in splits.items():
-        for r in rows:
-            w = r.get("weight", 1.0)
-            if not isinstance(w, (int, float)) or isinstance(w, bool) or w < 0 or not math.isfinite(w):
-                raise DataError(r.get("_where", "?"), None, "weight", f"must be a non-negative number, got {w!r}")
-    if cfg.max_train_rows:
-        splits["train"] = splits["train"][: cfg.max_train_rows]
-    if cfg.max_eval_rows:
-        splits["validation"] = splits["validation"][: cfg.max_eval_rows]
-        splits["test"] = splits["test"][: cfg.max_eval_rows]
-    if not splits["train"]:
-        raise DataError(cfg.data[0] if cfg.data else src, None, None, f"no training pairs for reward model '{cfg.name}'")
-    return splits
-
-
-# --------------------------------------------------------------------------- inputs
-
-def is_causal_backbone(model) -> bool:
-    return bool(getattr(model.config, "is_decoder", False)) or model.config.model_type in (
-        "llama", "mistral", "gpt2", "qwen2", "qwen3", "gemma", "gemma2", "phi", "phi3", "gpt_neox", "opt")
-
-
-def encode(tokenizer, prompts: list[str], responses: list[str], spec: dict) -> dict:
-    """Tokenise (question, answer) inputs the way ``spec`` (the model's reward_config) says."""
-    if spec["kind"] == "encoder":
-        if spec["use_prompt"]:
-            return tokenizer(prompts, responses, truncation="longest_first", max_length=spec["max_length"])
-        return tokenizer(responses, truncation=True, max_length=spec["max_length"])
-    from simplesafe.train.common import format_prompt
-
-    texts = []
-    for p, r in zip(prompts, responses):
-        texts.append((format_prompt(p, spec["template"], tokenizer) + " " + r.strip()) if spec["use_prompt"] else r.strip())
-    # keep the end: the score is read at the last token, which must be the answer's
-    tokenizer.truncation_side = "left"
-    return tokenizer(texts, truncation=True, max_length=spec["max_length"])
-
+# --------------------------------------------------------------------------- training
 
 def freeze_lower_layers(model, train_layers: int) -> None:
     """Freeze embeddings and all but the top ``train_layers`` transformer blocks."""
@@ -305,83 +145,6 @@ def freeze_lower_layers(model, train_layers: int) -> None:
         p.requires_grad = id(p) in keep or is_head
 
 
-def _pad(tokenizer, features: list[dict]):
-    return tokenizer.pad(features, padding=True, return_tensors="pt")
-
-
-def _rewards(model, batch) -> "torch.Tensor":  # noqa: F821
-    """The reward per row: the one output, or "second minus first" for a two-output (rejected/chosen) head."""
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                   **({"token_type_ids": batch["token_type_ids"]} if "token_type_ids" in batch else {})).logits
-    return logits[:, 0] if logits.shape[-1] == 1 else logits[:, -1] - logits[:, 0]
-
-
-class LengthGroupedBatches:
-    """Seeded batches of similar-length pairs: shuffle, sort within windows of 32 batches, shuffle the batches.
-
-    The same idea as transformers' ``group_by_length``; a new order every epoch, the same
-    order for the same seed. On a CPU padding is paid in full, so this is most of a 2x.
-    """
-
-    def __init__(self, lengths: list[int], batch_size: int, seed: int, window: int = 32):
-        self.lengths, self.batch_size, self.seed, self.window = lengths, batch_size, seed, window
-        self.epoch = 0
-
-    def __len__(self) -> int:
-        return math.ceil(len(self.lengths) / self.batch_size)
-
-    def __iter__(self):
-        rng = np.random.default_rng([self.seed, self.epoch])
-        self.epoch += 1
-        order = rng.permutation(len(self.lengths))
-        span = self.batch_size * self.window
-        batches = []
-        for start in range(0, len(order), span):
-            chunk = sorted(order[start: start + span], key=lambda i: -self.lengths[i])
-            batches += [list(map(int, chunk[i: i + self.batch_size])) for i in range(0, len(chunk), self.batch_size)]
-        for j in rng.permutation(len(batches)):
-            yield batches[j]
-
-
-class _PairData:
-    """Pre-tokenised pairs; the collator pads chosen and rejected into one batch (chosen first)."""
-
-    def __init__(self, tokenizer, rows: list[dict], spec: dict, cfg: RewardStageConfig):
-        enc_c = encode(tokenizer, [r["prompt"] for r in rows], [r["chosen"] for r in rows], spec)
-        enc_r = encode(tokenizer, [r["prompt"] for r in rows], [r["rejected"] for r in rows], spec)
-        keys = [k for k in enc_c.keys() if k in ("input_ids", "attention_mask", "token_type_ids")]
-        self.items = []
-        for i, r in enumerate(rows):
-            margin = cfg.margin + (float(r.get(cfg.margin_field, 0.0)) if cfg.margin_field else 0.0)
-            self.items.append({
-                "chosen": {k: enc_c[k][i] for k in keys}, "rejected": {k: enc_r[k][i] for k in keys},
-                "weight": float(r.get("weight", 1.0)) if cfg.use_weights else 1.0, "margin": margin,
-            })
-        self.tokenizer = tokenizer
-
-    def __len__(self):
-        return len(self.items)
-
-    def __getitem__(self, i):
-        return self.items[i]
-
-    def lengths(self) -> list[int]:
-        return [max(len(it["chosen"]["input_ids"]), len(it["rejected"]["input_ids"])) for it in self.items]
-
-    def sorted_batches(self, batch_size: int) -> list[list[int]]:
-        lengths = self.lengths()
-        order = sorted(range(len(self.items)), key=lambda i: lengths[i])
-        return [order[i: i + batch_size] for i in range(0, len(order), batch_size)]
-
-    def collate(self, items):
-        import torch
-
-        batch = _pad(self.tokenizer, [it["chosen"] for it in items] + [it["rejected"] for it in items])
-        batch["weight"] = torch.tensor([it["weight"] for it in items], dtype=torch.float32)
-        batch["margin"] = torch.tensor([it["margin"] for it in items], dtype=torch.float32)
-        return batch
-
-
 def _evaluate(model, loader, accelerator) -> dict:
     import torch
 
@@ -391,7 +154,7 @@ def _evaluate(model, loader, accelerator) -> dict:
     cs, rs, ws, ms = [], [], [], []
     with torch.no_grad():
         for batch in loader:
-            rewards = _rewards(model, batch).float()
+            rewards = batch_rewards(model, batch).float()
             c, r = rewards.chunk(2)
             c, r, w, m = accelerator.gather_for_metrics((c, r, batch["weight"], batch["margin"]))
             cs.append(c), rs.append(r), ws.append(w), ms.append(m)
@@ -442,8 +205,6 @@ def separating_threshold(chosen: np.ndarray, rejected: np.ndarray) -> float:
     return float(cands[int(np.argmax(tpr + tnr))])
 
 
-# --------------------------------------------------------------------------- training
-
 def train_reward_model(cfg: RewardStageConfig, out_dir: str | Path, splits: dict[str, list[dict]] | None = None,
                        progress: bool = True) -> dict:
     """Train one reward model, save it in ``out_dir``, return (and write) ``metrics.json``."""
@@ -489,7 +250,7 @@ def train_reward_model(cfg: RewardStageConfig, out_dir: str | Path, splits: dict
             "max_length": cfg.max_length, "name": cfg.name, "source": cfg.source(), "method": cfg.method,
             "precision": precision}
 
-    data = {k: _PairData(tokenizer, v, spec, cfg) for k, v in splits.items() if v}
+    data = {k: PairData(tokenizer, v, spec, cfg) for k, v in splits.items() if v}
     gen = torch.Generator().manual_seed(cfg.seed)
     if cfg.group_by_length:
         train_loader = DataLoader(data["train"], collate_fn=data["train"].collate,
@@ -517,7 +278,7 @@ def train_reward_model(cfg: RewardStageConfig, out_dir: str | Path, splits: dict
         bar = tqdm(train_loader, desc=f"rm {cfg.name} epoch {epoch}", disable=not progress or not accelerator.is_main_process)
         for batch in bar:
             with accelerator.accumulate(model):
-                rewards = _rewards(model, batch).float()
+                rewards = batch_rewards(model, batch).float()
                 c, r = rewards.chunk(2)
                 loss = bradley_terry_loss(c, r, batch["weight"], batch["margin"])
                 accelerator.backward(loss)
@@ -622,105 +383,3 @@ def run_reward(cfg: RewardStageConfig, out_dir: str | Path, force: bool = False)
             return json.loads((out_dir / "metrics.json").read_text())
         metrics = train_reward_model(cfg, out_dir, splits)
     return metrics
-
-
-# --------------------------------------------------------------------------- scoring
-
-class RewardModel:
-    """The one reward-model scorer: ``RewardModel(path).score(prompts, responses)``.
-
-    Used by ``train rm``'s own accuracy, the PPO/GRPO ``reward_model`` reward, the eval judges
-    and the ``reward_model`` annotator. A folder from ``simplesafe train rm`` carries its
-    ``reward_config.json`` and is scored exactly as it was trained (template, encoder pairs,
-    truncation). Any other sequence classifier is scored on ``template`` (the prompt format,
-    ``{question}``) followed by the answer, cut from the left to ``max_length`` tokens; a head
-    with two outputs scores "second minus first" (chosen minus rejected).
-
-    Loaded on ``device`` (``auto``: the GPU when there is one) in ``dtype`` (``auto``: the one rule,
-    :func:`simplesafe.models.load.inference_dtype`: bf16 on a GPU with bf16, fp16 on others, bf16 on
-    a CPU with native bf16, else fp32). Nothing caches it: whoever loads it holds it, and
-    ``close()`` (or dropping the object) gives the memory back.
-    """
-
-    def __init__(self, path: str | Path, device: str | None = "auto", dtype: str | None = "auto",
-                 template: str | None = None, max_length: int = 512, batch_size: int = 32):
-        from simplesafe.errors import ModelLoadError
-        from simplesafe.models.load import inference_dtype, load_sequence_classifier, load_tokenizer, resolve_device
-
-        self.path = Path(path).expanduser()
-        self.batch_size = batch_size
-        spec_file = self.path / REWARD_CONFIG
-        self.tokenizer = load_tokenizer(str(self.path), padding_side="right")
-        self.device = resolve_device(device)
-        self.dtype = inference_dtype(dtype, self.device)
-        self.model = load_sequence_classifier(str(self.path), dtype=self.dtype).eval().requires_grad_(False)
-        self.model.to(self.device)
-        n_out = getattr(self.model.config, "num_labels", 1)
-        if n_out not in (1, 2):
-            raise ModelLoadError(f"{self.path}: a reward model has one output (or two: chosen/rejected), "
-                                 f"this classifier has {n_out}")
-        if self.model.config.pad_token_id is None:
-            self.model.config.pad_token_id = self.tokenizer.pad_token_id  # causal heads read the last non-pad token
-        if spec_file.exists():
-            self.spec = json.loads(spec_file.read_text())
-            self.trained_here = True
-        else:
-            self.spec = {"kind": "encoder" if not is_causal_backbone(self.model) else "causal", "use_prompt": True,
-                         "template": template or REPORT_TEMPLATE, "max_length": max_length}
-            self.trained_here = False
-            log.info("%s has no %s: scoring it as a plain sequence classifier on '%s' + answer",
-                     self.path, REWARD_CONFIG, self.spec["template"])
-        if not self.trained_here:
-            self.tokenizer.truncation_side = "left"  # keep the answer's end
-
-    def score(self, prompts: list[str] | None, responses: list[str], batch_size: int | None = None) -> np.ndarray:
-        import torch
-
-        if self.model is None:
-            raise RuntimeError(f"reward model {self.path} was closed")
-        batch_size = batch_size or self.batch_size
-        prompts = list(prompts) if prompts is not None else [""] * len(responses)
-        if len(prompts) != len(responses):
-            raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
-        out = []
-        with torch.no_grad():
-            for i in range(0, len(responses), batch_size):
-                enc = encode(self.tokenizer, prompts[i: i + batch_size], responses[i: i + batch_size], self.spec)
-                batch = {k: v.to(self.device) for k, v in _pad(self.tokenizer, [
-                    {k: enc[k][j] for k in enc.keys()} for j in range(len(enc["input_ids"]))]).items()}
-                out.append(_rewards(self.model, batch).float().cpu().numpy())
-        return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
-
-    def close(self) -> None:
-        """Drop the model (its accelerator memory is returned)."""
-        from simplesafe.models.load import release_memory
-
-        self.model = None
-        release_memory()
-
-
-def load_reward_model(path: str | Path, device: str | None = "auto") -> RewardModel:
-    """A :class:`RewardModel` for ``path`` (not cached: keep the object while scoring, drop it after)."""
-    return RewardModel(path, device=device)
-
-
-def score_texts(rm_dir: str | Path, prompts: list[str] | None, responses: list[str], batch_size: int = 32) -> np.ndarray:
-    """Reward of each (prompt, response); prompts are ignored by models trained with ``use_prompt: false``.
-
-    Loads the model, scores, releases it: for repeated scoring hold a :class:`RewardModel`.
-    """
-    rm = RewardModel(rm_dir)
-    try:
-        return rm.score(prompts, responses, batch_size)
-    finally:
-        rm.close()
-
-
-def score_pairs(rm_dir: str | Path, prompts: list[str], chosen: list[str], rejected: list[str],
-                batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
-    """Rewards of the chosen and the rejected answers; ``(c > r).mean()`` is the pairwise accuracy."""
-    rm = RewardModel(rm_dir)
-    try:
-        return rm.score(prompts, chosen, batch_size), rm.score(prompts, rejected, batch_size)
-    finally:
-        rm.close()

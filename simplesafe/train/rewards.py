@@ -8,7 +8,7 @@ cannot mix several judges, RL can. A composite reward is::
 
 with sources (``kind``):
 
-- ``rm``: a learned reward model; the raw score, from :class:`simplesafe.train.reward.RewardModel`
+- ``rm``: a learned reward model; the raw score, from :class:`simplesafe.train.reward_model.RewardModel`
   (the one reward-model scorer, also used by the eval judges and annotators). A ``train rm``
   folder is scored in the format it was trained on; any other sequence classifier scores
   ``### Human: {question} ### Assistant: {answer}`` (``template``).
@@ -120,12 +120,12 @@ def length_penalty(text: str, min_words: int | None, max_words: int | None) -> f
 
 
 class _RewardModelSource:
-    """A ``reward_model`` source: :class:`simplesafe.train.reward.RewardModel`, the one scorer of
+    """A ``reward_model`` source: :class:`simplesafe.train.reward_model.RewardModel`, the one scorer of
     reward models (a ``train rm`` folder is scored as it was trained; another one-output
     classifier on ``template`` + answer)."""
 
     def __init__(self, src: RewardSource):
-        from simplesafe.train.reward import RewardModel
+        from simplesafe.train.reward_model import RewardModel
 
         self.rm = RewardModel(str(src.path), template=src.template, max_length=src.max_length,
                               batch_size=src.batch_size)

@@ -57,7 +57,8 @@ def rl_dir(tmp_path_factory):
 def test_ppo_killed_mid_run_resumes_and_matches(tiny_model_dir, rl_dir, tmp_path, caplog):
     import logging
 
-    from simplesafe.train.ppo import PPOStageConfig, run_ppo
+    from simplesafe.train.ppo import run_ppo
+    from simplesafe.train.ppo_config import PPOStageConfig
 
     cfg = PPOStageConfig(policy=str(tiny_model_dir), data=[str(rl_dir)], steps=6, batch_size=4, mini_batch_size=2,
                          ppo_epochs=1, max_new_tokens=8, lr=1e-3, save_every=1, seed=0,
@@ -68,7 +69,7 @@ def test_ppo_killed_mid_run_resumes_and_matches(tiny_model_dir, rl_dir, tmp_path
     broken = tmp_path / "broken"
     cfg_file = tmp_path / "ppo.json"
     cfg_file.write_text(cfg.model_dump_json())
-    script = ("import json, sys\nfrom simplesafe.train.ppo import PPOStageConfig, run_ppo\n"
+    script = ("import json, sys\nfrom simplesafe.train.ppo import run_ppo\nfrom simplesafe.train.ppo_config import PPOStageConfig\n"
               "cfg = PPOStageConfig(**json.loads(open(sys.argv[1]).read()))\nrun_ppo(cfg, sys.argv[2], progress=False)\n")
     kill_at = random.Random(SEED).randint(1, 4)  # steps logged before the kill
     proc = subprocess.Popen([sys.executable, "-c", script, str(cfg_file), str(broken)], stdout=subprocess.PIPE,

@@ -8,7 +8,8 @@ import math
 import pytest
 
 from simplesafe.errors import ConfigError, DataError
-from simplesafe.train.ppo import PPOStageConfig, batch_for_step, response_mask, run_ppo, train_ppo
+from simplesafe.train.ppo import batch_for_step, response_mask, run_ppo, train_ppo
+from simplesafe.train.ppo_config import PPOStageConfig
 from simplesafe.train.rewards import CompositeReward, RewardSource
 
 QUESTIONS = [
@@ -176,7 +177,7 @@ def test_ppo_value_lora_qlora_base_and_checkpointing(tiny_model_dir, rl_dir, tmp
     import torch
 
     from simplesafe.train.merge import adapter_record
-    from simplesafe.train.ppo import PPOModels
+    from simplesafe.train.ppo_models import PPOModels
 
     cfg = fast_cfg(tiny_model_dir, rl_dir, steps=2, method="qlora", value_model="lora", gradient_checkpointing=True,
                    generation_batch_size=2, forward_batch_size=1, precision="bf16")

@@ -101,7 +101,7 @@ def test_a_train_rm_folder_is_scored_by_the_rm_trainers_own_helper(tiny_model_di
 
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from simplesafe.train.reward import REWARD_CONFIG, score_texts
+    from simplesafe.train.reward_model import REWARD_CONFIG, score_texts
 
     tok = AutoTokenizer.from_pretrained(str(tiny_model_dir))
     rm = AutoModelForSequenceClassification.from_pretrained(str(tiny_model_dir), num_labels=1)
@@ -118,7 +118,7 @@ def test_a_train_rm_folder_is_scored_by_the_rm_trainers_own_helper(tiny_model_di
 
 def test_safety_source_takes_the_toxicity_section(fake_detoxify):
     from simplesafe.config import validate
-    from simplesafe.train.ppo import PPOStageConfig
+    from simplesafe.train.ppo_config import PPOStageConfig
 
     cfg = validate(PPOStageConfig, {"rewards": [{"kind": "safety", "toxicity": fake_detoxify.section}]})
     reward = CompositeReward(cfg.rewards)
