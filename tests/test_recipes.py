@@ -161,7 +161,7 @@ def test_every_documented_command_on_a_recipe_loads_its_section():
                 if "stages" in read_yaml(path):
                     validate_recipe(path, overrides)
             elif command == "data build":
-                from simplesafe.data.pipeline import DataBuildConfig
+                from simplesafe.data.config import DataBuildConfig
 
                 load_config(DataBuildConfig, path, overrides, section="data")
             else:
@@ -281,7 +281,7 @@ def _shrunk(stage: str, d: dict, tiny: Path, data: Path) -> dict:
             if r["kind"] == "rm":
                 continue  # a reward model trained by the recipe's rm stage: covered by the rm runs
             if r["kind"] == "safety":
-                r = {**r, "toxicity_backend": "profanity-check"}
+                r = {**{k: v for k, v in r.items() if k != "toxicity_backend"}, "toxicity": {"backend": "profanity-check"}}
             rewards.append(r)
         d.update(policy=str(tiny), data=[str(data / "rl")], rewards=rewards or [{"kind": "simplicity"}],
                  max_new_tokens=8, max_prompt_tokens=32)
