@@ -181,7 +181,7 @@ def release_stage_models() -> None:
     from simplesafe.models.load import clear_encoder_cache, release_memory
 
     clear_encoder_cache()
-    scoring._SCORERS.clear()
+    scoring.clear_scorers()
     release_memory()
 
 
