@@ -1,4 +1,4 @@
-"""``simplesafe run RECIPE.yaml``: the whole pipeline, skipping stages already done."""
+"""``simplesafe run RECIPE.yaml``: the whole pipeline, skipping stages already done (:mod:`simplesafe.recipe`)."""
 
 from __future__ import annotations
 
