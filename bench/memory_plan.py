@@ -43,7 +43,7 @@ WORDS = " ".join(f"the answer has word {i} in it." for i in range(300))
 
 
 def _context(tmp: Path):
-    from simplesafe.pipeline import Context, RecipeConfig
+    from simplesafe.recipe.config import Context, RecipeConfig
 
     return Context(RecipeConfig(base_model=MODEL, name="bench"), tmp / "run", False)
 

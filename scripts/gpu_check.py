@@ -53,7 +53,7 @@ def recipe_rows(out: Path, model: str, quick: bool, device: str, stages: list[st
                 extra: list[str] = ()) -> list[dict]:
     import torch
 
-    from simplesafe.pipeline import STAGES, release_stage_models, validate_recipe
+    from simplesafe.recipe import STAGES, release_stage_models, validate_recipe
     from simplesafe.plan import plan_context, target_for
     from simplesafe.plan.measure import TensorMemoryTracker
 

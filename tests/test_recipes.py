@@ -32,7 +32,7 @@ def _stage_config(path: Path, section: str):
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.name)
 def test_recipe_validates(recipe):
-    from simplesafe.pipeline import validate_recipe
+    from simplesafe.recipe.runner import validate_recipe
 
     ctx = validate_recipe(recipe)
     assert ctx.recipe.stages
@@ -71,11 +71,12 @@ def test_llama2_7b_qlora_recipe_meets_the_memory_targets(plans):
     peak = {p.stage: p.peak for p in plans[LLAMA_7B.name]}
     assert peak["sft"] <= 24 * GiB and peak["rm"] <= 24 * GiB and peak["dpo"] <= 24 * GiB
     assert peak["ppo"] <= 40 * GiB and peak["grpo"] <= 40 * GiB
-    from simplesafe.pipeline import _grpo_cfg, _ppo_cfg, _rm_cfgs, validate_recipe
+    from simplesafe.recipe.runner import validate_recipe
+    from simplesafe.recipe.stages import grpo_config, ppo_config, rm_configs
 
     ctx = validate_recipe(LLAMA_7B)
-    assert _ppo_cfg(ctx).memory_mode == "shared" and _grpo_cfg(ctx).num_generations == 4
-    assert _rm_cfgs(ctx)["helpfulness"].method == "qlora"  # the 7B reward model is no longer trained in full
+    assert ppo_config(ctx).memory_mode == "shared" and grpo_config(ctx).num_generations == 4
+    assert rm_configs(ctx)["helpfulness"].method == "qlora"  # the 7B reward model is no longer trained in full
     for name in ("sft.yaml", "rm.yaml", "dpo.yaml"):
         assert all(p.peak <= 24 * GiB for p in plans[name])
 
@@ -145,7 +146,7 @@ def test_every_recipe_path_named_in_the_code_and_docs_exists():
 
 def test_every_documented_command_on_a_recipe_loads_its_section():
     from simplesafe.config import load_config
-    from simplesafe.pipeline import validate_recipe
+    from simplesafe.recipe.runner import validate_recipe
 
     checked = 0
     for f in DOC_FILES:
@@ -207,8 +208,9 @@ def _stage_runs() -> list[tuple[str, str, dict]]:
     """(id, stage, config dump) for every training stage of every shipped recipe and stage file, deduplicated by
     what changes the code path (method, adapters, checkpointing, optimizer, modes); sizes are shrunk later."""
     from simplesafe.config import read_yaml
-    from simplesafe.pipeline import _backward_cfgs, _dpo_cfg, _grpo_cfg, _merge_cfg, _ppo_cfg, _rm_cfgs, _sft_cfg
-    from simplesafe.pipeline import validate_recipe
+    from simplesafe.recipe.runner import validate_recipe
+    from simplesafe.recipe.stages import (backward_configs, dpo_config, grpo_config, merge_config, ppo_config,
+                                          rm_configs, sft_config)
 
     found: dict[tuple, tuple[str, str, dict]] = {}
 
@@ -227,19 +229,19 @@ def _stage_runs() -> list[tuple[str, str, dict]]:
         ctx = validate_recipe(recipe)
         stages = ctx.recipe.stages
         if "backward" in stages:
-            add(recipe.stem, "sft", _backward_cfgs(ctx)[1])
+            add(recipe.stem, "sft", backward_configs(ctx)[1])
         if "sft" in stages:
-            add(recipe.stem, "sft", _sft_cfg(ctx))
+            add(recipe.stem, "sft", sft_config(ctx))
         if "rm" in stages:
-            for cfg in _rm_cfgs(ctx).values():
+            for cfg in rm_configs(ctx).values():
                 add(recipe.stem, "rm", cfg)
         if "dpo" in stages:
-            merge = _merge_cfg(ctx).model_dump() if "merge" in stages else None
-            add(recipe.stem, "dpo", _dpo_cfg(ctx), {"merge": merge})
+            merge = merge_config(ctx).model_dump() if "merge" in stages else None
+            add(recipe.stem, "dpo", dpo_config(ctx), {"merge": merge})
         if "ppo" in stages:
-            add(recipe.stem, "ppo", _ppo_cfg(ctx))
+            add(recipe.stem, "ppo", ppo_config(ctx))
         if "grpo" in stages:
-            add(recipe.stem, "grpo", _grpo_cfg(ctx))
+            add(recipe.stem, "grpo", grpo_config(ctx))
     for path in STAGE_FILES:
         for section in read_yaml(path):
             if section != "base_model":

@@ -1,4 +1,4 @@
-"""``simplesafe run RECIPE.yaml``: the whole pipeline, skipping stages already done."""
+"""``simplesafe run RECIPE.yaml``: the whole pipeline, skipping stages already done (:mod:`simplesafe.recipe`)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,6 @@ def run_recipe(
 ) -> None:
     """Run a recipe from raw data to report: build the base model, curate, synthesise, train, evaluate, report.
     The memory plan of the stages still to run is checked first (``simplesafe plan``)."""
-    from simplesafe.pipeline import run_pipeline
+    from simplesafe.recipe.runner import run_pipeline
 
     run_pipeline(recipe, overrides or [], run_dir=run_dir, force=force, device_memory=device_memory)

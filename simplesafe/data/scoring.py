@@ -44,11 +44,16 @@ def _scorer(section, options: dict | None = None):
     return _SCORERS[key]
 
 
+def clear_scorers() -> None:
+    """Drop this process's toxicity scorers (the recipe runner does, between stages)."""
+    _SCORERS.clear()
+
+
 def _plain_section(section, options: dict | None = None) -> dict:
     """The toxicity section (with ``options`` folded in) as a plain dict: what worker processes receive."""
-    from simplesafe.text.toxicity_section import _section_dict, toxicity_config
+    from simplesafe.text.toxicity_section import section_dict, toxicity_config
 
-    d = {**_section_dict(section), **(options or {})}
+    d = {**section_dict(section), **(options or {})}
     return toxicity_config(d).model_dump(mode="json", exclude_unset=True)
 
 

@@ -36,7 +36,7 @@ Local data (``data_dir``; default: the subset bundled in ``data/harness``, see
 
 A task whose scored split has no file stops the command with exit code 2 and a message that
 names the missing files (``missing_data=skip`` records the reason in the results instead,
-as the pipeline's ``harness`` stage does).
+as the recipe's ``harness`` stage, :mod:`simplesafe.recipe.harness`, does).
 
 Presets (``preset=``):
 
@@ -93,7 +93,7 @@ class HarnessUnavailable(SimplesafeError):
 
 
 class HarnessSettings(StageConfig):
-    """What to run: shared by ``simplesafe eval harness`` and the pipeline's ``harness`` stage."""
+    """What to run: shared by ``simplesafe eval harness`` and the recipe's ``harness`` stage."""
 
     preset: Literal["fast", "leaderboard"] = Field("fast", description="fast (0-shot, `limit` items per task) or "
                                                    "leaderboard (Open LLM Leaderboard v1 shots, every item)")

@@ -1,4 +1,4 @@
-"""The pipeline's eval stage: answers from every model, held-out judges, intervals over prompts.
+"""The recipe's eval stage: answers from every model, held-out judges, intervals over prompts.
 
     from simplesafe.eval.run import EvalConfig, run_eval
     run_eval(EvalConfig(), "runs/demo", {"base": "embedded:smollm2", "sft": "runs/demo/sft"},

@@ -51,37 +51,39 @@ def target_for(device: str = "cuda", dtype: str = "auto") -> Target:
 
 def plan_context(ctx, target: Target, stages: list[str] | None = None) -> list[StagePlan]:
     """One :class:`StagePlan` per stage of the (validated) recipe context ``ctx``."""
-    from simplesafe import pipeline as P
     from simplesafe.plan import stages as S
+    from simplesafe.recipe.evaluation import eval_config
+    from simplesafe.recipe.stages import (backward_configs, data_config, dpo_config, grpo_config, merge_config,
+                                          ppo_config, rm_configs, sft_config, synth_config)
 
     out: list[StagePlan] = []
     for name in stages or ctx.recipe.stages:
         if name == "sft":
-            out.append(S.plan_sft(ctx, P._sft_cfg(ctx), target))
+            out.append(S.plan_sft(ctx, sft_config(ctx), target))
         elif name == "backward":
-            out.append(S.plan_sft(ctx, P._backward_cfgs(ctx)[1], target, stage="backward"))
+            out.append(S.plan_sft(ctx, backward_configs(ctx)[1], target, stage="backward"))
         elif name == "rm":
-            plans = [S.plan_rm(ctx, cfg, target) for cfg in P._rm_cfgs(ctx).values()]
+            plans = [S.plan_rm(ctx, cfg, target) for cfg in rm_configs(ctx).values()]
             worst = max(plans, key=lambda p: p.peak)
             worst.notes = worst.notes + [f"the largest of {len(plans)} reward models (they train one after another): "
                                          + ", ".join(f"{p.stage[3:]} {gib(p.peak)}" for p in plans)]
             worst.stage = "rm"
             out.append(worst)
         elif name == "dpo":
-            out.append(S.plan_dpo(ctx, P._dpo_cfg(ctx), target))
+            out.append(S.plan_dpo(ctx, dpo_config(ctx), target))
         elif name == "merge":
-            out.append(S.plan_merge(ctx, P._merge_cfg(ctx), P._dpo_cfg(ctx), target))
+            out.append(S.plan_merge(ctx, merge_config(ctx), dpo_config(ctx), target))
         elif name == "ppo":
-            out.append(S.plan_ppo(ctx, P._ppo_cfg(ctx), target))
+            out.append(S.plan_ppo(ctx, ppo_config(ctx), target))
         elif name == "grpo":
-            out.append(S.plan_grpo(ctx, P._grpo_cfg(ctx), target))
+            out.append(S.plan_grpo(ctx, grpo_config(ctx), target))
         elif name == "eval":
-            cfg, settings, models = P._eval_cfg(ctx)
+            cfg, settings, models = eval_config(ctx)
             out.append(S.plan_eval(ctx, cfg, settings, models, target))
         elif name == "synth":
-            out.append(S.plan_synth(ctx, P._synth_cfg(ctx), target))
+            out.append(S.plan_synth(ctx, synth_config(ctx), target))
         elif name == "data":
-            out.append(S.plan_data(ctx, P._data_cfg(ctx), target))
+            out.append(S.plan_data(ctx, data_config(ctx), target))
         elif name == "tiny_model":
             out.append(S.plan_tiny(ctx, target))
         else:
@@ -100,8 +102,8 @@ def plan_stage_file(path: Path, overrides: list[str], target: Target) -> list[St
     import importlib
 
     from simplesafe.config import load_config, read_yaml
-    from simplesafe.pipeline import Context, RecipeConfig
     from simplesafe.plan import stages as S
+    from simplesafe.recipe.config import Context, RecipeConfig
 
     raw = read_yaml(path)
     ctx = Context(RecipeConfig(base_model=raw.get("base_model", "embedded:tiny"), name=path.stem),
@@ -122,7 +124,7 @@ def plan_recipe(recipe: str | Path, overrides: list[str] = (), device: str = "cu
     """Validate ``recipe`` (plus overrides) and plan every stage for ``device``; a per-stage config file
     (``recipes/gpu/sft.yaml``) is planned section by section."""
     from simplesafe.config import read_yaml
-    from simplesafe.pipeline import validate_recipe
+    from simplesafe.recipe.runner import validate_recipe
 
     target = target_for(device, dtype)
     raw = read_yaml(recipe)

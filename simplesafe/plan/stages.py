@@ -1,7 +1,7 @@
 """One planner per recipe stage: the phases of the stage and what each holds at its peak.
 
 Every planner reads the stage's config exactly as the recipe runner builds it (the same
-``simplesafe.pipeline`` functions, so defaults and the recipe's overrides are the ones that will
+``simplesafe.recipe`` functions, so defaults and the recipe's overrides are the ones that will
 run), and returns a :class:`StagePlan`. A stage's output that does not exist yet (the SFT model
 before SFT ran) has the architecture of the recipe's base model. Formulas:
 :mod:`simplesafe.plan.estimate`.
@@ -114,11 +114,12 @@ def _rm_backbone(ctx, path: str) -> str:
     p = Path(str(path))
     if (p / "config.json").exists():
         return str(p)
-    from simplesafe.pipeline import _rm_cfgs, _rm_name_of
+    from simplesafe.recipe.evaluation import rm_name_of
+    from simplesafe.recipe.stages import rm_configs
 
-    name = _rm_name_of(ctx, str(path))
+    name = rm_name_of(ctx, str(path))
     if name:
-        cfg = _rm_cfgs(ctx).get(name)
+        cfg = rm_configs(ctx).get(name)
         if cfg is not None:
             return cfg.backbone
     if (p / "reward_config.json").exists():
@@ -405,9 +406,9 @@ def plan_data(ctx, cfg, target: Target) -> StagePlan:
 
 def plan_tiny(ctx, target: Target) -> StagePlan:
     from simplesafe.models.tiny import TinyModelConfig
-    from simplesafe.pipeline import _section
+    from simplesafe.recipe.config import section
 
-    cfg = _section(TinyModelConfig, ctx.recipe.tiny_model, "tiny_model")
+    cfg = section(TinyModelConfig, ctx.recipe.tiny_model, "tiny_model")
     shape = model_shape("embedded:tiny")
     precision = "bf16" if target.auto_precision == "bf16" and cfg.precision != "fp32" else "fp32"
     held, grads, _ = training_weights(shape, "full", precision, 0, "all-linear", "adamw_torch", "cpu")

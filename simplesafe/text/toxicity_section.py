@@ -93,7 +93,7 @@ class ToxicityConfig(StageConfig):
         return self
 
 
-def _section_dict(value) -> dict:
+def section_dict(value) -> dict:
     """A ``toxicity:`` value as a mapping: None -> {}, a name -> {backend: name}."""
     if value is None:
         return {}
@@ -108,7 +108,7 @@ def _section_dict(value) -> dict:
 
 def with_backend_name(section, backend_name: str | None) -> dict:
     """Fold the older ``toxicity_backend: NAME`` into a section; the two must not disagree."""
-    d = _section_dict(section)
+    d = section_dict(section)
     if backend_name is not None:
         if d.get("backend", backend_name) != backend_name:
             raise ValueError(f"toxicity_backend: {backend_name} and toxicity.backend: {d['backend']} disagree; "
@@ -137,7 +137,7 @@ def toxicity_config(section=None, backend_name: str | None = None, where: str = 
         raise ConfigError(msg) from None
 
 
-ToxicitySection = Annotated[ToxicityConfig, BeforeValidator(_section_dict)]
+ToxicitySection = Annotated[ToxicityConfig, BeforeValidator(section_dict)]
 
 
 class ToxicitySettings(StageConfig):

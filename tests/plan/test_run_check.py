@@ -38,7 +38,7 @@ def test_plan_of_a_recipe_on_the_cpu_names_each_phase(tiny_model_dir, tmp_path):
 def test_models_are_released_between_stages():
     from simplesafe.data import scoring
     from simplesafe.models import load
-    from simplesafe.pipeline import release_stage_models
+    from simplesafe.recipe.runner import release_stage_models
 
     load._ENCODERS[("x", "cpu")] = object()
     scoring._SCORERS["x"] = object()

@@ -14,9 +14,9 @@ import pytest
 import yaml
 
 from simplesafe.errors import ConfigError
-from simplesafe.pipeline import run_pipeline
+from simplesafe.recipe.runner import run_pipeline
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def micro_recipe(tmp_path: Path, base: Path, stages: list[str]) -> Path:
@@ -119,7 +119,8 @@ def test_killed_run_resumes_from_last_finished_stage(tmp_path, tiny_model_dir):
 
 @pytest.mark.parametrize("name", ["demo", "smoke", "leaderboard"])
 def test_shipped_recipes_validate(name, tmp_path):
-    from simplesafe.pipeline import training_signals, validate_recipe
+    from simplesafe.recipe.evaluation import training_signals
+    from simplesafe.recipe.runner import validate_recipe
 
     ctx = validate_recipe(REPO / "recipes" / f"{name}.yaml", run_dir=tmp_path / "run")
     if name == "leaderboard":  # Table 1 on the demo's models: the harness stage and the report, nothing trained
@@ -135,7 +136,7 @@ def test_shipped_recipes_validate(name, tmp_path):
 
 
 def test_a_judge_used_in_training_is_refused(tmp_path, tiny_model_dir):
-    from simplesafe.pipeline import validate_recipe
+    from simplesafe.recipe.runner import validate_recipe
 
     recipe = micro_recipe(tmp_path, tiny_model_dir, ["data", "rm", "ppo", "eval"])
     data = yaml.safe_load(recipe.read_text())
@@ -226,7 +227,7 @@ def test_harness_stage_scores_every_model_of_a_finished_run_and_the_report_has_t
 
 
 def test_harness_section_errors_name_the_key(tmp_path):
-    from simplesafe.pipeline import validate_recipe
+    from simplesafe.recipe.runner import validate_recipe
 
     recipe = tmp_path / "r.yaml"
     recipe.write_text(yaml.safe_dump({"stages": ["harness"], "harness": {"tasks": ["gsm8k"]}}))
