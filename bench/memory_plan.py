@@ -111,6 +111,15 @@ def run_case(case: dict, tmp: Path, device: str = "cpu") -> dict:
     tracker = TensorMemoryTracker(record_where=bool(os.environ.get("MEMPLAN_WHERE")))
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
+    if stage == "ppo":
+        # build what the safety reward loads from disk (the ONNX export of the classifier, cached) before
+        # tracking: torch.onnx.export does not run under the tracker's dispatch mode, and a one-off export
+        # is not part of a PPO step's memory
+        from simplesafe.text.toxicity_section import scorer_from_config
+
+        for src in cfg.rewards:
+            if src.kind == "safety":
+                scorer_from_config(src.toxicity).score(["warm up"])
     t0 = time.time()
     with tracker if device == "cpu" else contextlib.nullcontext():
         if stage == "sft":
