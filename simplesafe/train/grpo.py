@@ -215,11 +215,9 @@ def _save_trained(model, tokenizer, cfg: GRPOStageConfig, out_dir: Path, base=No
             model = model.merge_and_unload()
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
-    tmp = out_dir / ".model-tmp"
-    save_pretrained(model, tokenizer, tmp)
-    for f in tmp.iterdir():
-        f.replace(out_dir / f.name)
-    tmp.rmdir()
+    from simplesafe.train.common import save_model_into
+
+    save_model_into(model, tokenizer, out_dir)
 
 
 def run_grpo(cfg: GRPOStageConfig, out_dir: str | Path, force: bool = False, progress: bool = True) -> dict:

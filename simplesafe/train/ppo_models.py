@@ -238,11 +238,9 @@ def save_policy(models: PPOModels, tokenizer, cfg: PPOStageConfig, out_dir: Path
         model = models.final_model()
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
-    tmp = out_dir / ".model-tmp"
-    save_pretrained(model, tokenizer, tmp)
-    for f in tmp.iterdir():
-        f.replace(out_dir / f.name)
-    tmp.rmdir()
+    from simplesafe.train.common import save_model_into
+
+    save_model_into(model, tokenizer, out_dir)
     from simplesafe.models.templates import record_folder_templates
 
     record_folder_templates(out_dir, cfg.template)
