@@ -157,6 +157,23 @@ def _wr_phrase(s: dict, a: str, b: str, judge: str) -> str | None:
     return f"{judge} judge win rate of {a} against {b}: {fmt({'mean': w['win_rate'], 'ci': ci})} ({verdict})"
 
 
+def _negated(entry):
+    if not isinstance(entry, dict) or entry.get("mean") is None:
+        return entry
+    ci = entry.get("ci") or [None, None]
+    return {**entry, "mean": -entry["mean"],
+            "ci": [None if ci[1] is None else -ci[1], None if ci[0] is None else -ci[0]]}
+
+
+def _difference(diffs: dict, a: str, b: str) -> dict | None:
+    """The paired difference a − b: stored as ``a-b``, or as ``b-a`` (then negated)."""
+    if f"{a}-{b}" in diffs:
+        return diffs[f"{a}-{b}"]
+    if f"{b}-{a}" in diffs:
+        return {k: _negated(v) for k, v in diffs[f"{b}-{a}"].items()}
+    return None
+
+
 def verdicts(s: dict) -> list[str]:
     """Sentences computed from the summary: the questions the report exists to answer."""
     out = []
@@ -167,9 +184,8 @@ def verdicts(s: dict) -> list[str]:
         out.append("Does SFT simplify the base model's answers? " + "; ".join(
             [_diff_phrase(d, "fre", "up"), _diff_phrase(d, "fkg", "down"), _diff_phrase(d, "dale_chall", "down")]) + ".")
     for m in ("sft", "dpo", "ppo"):
-        key = f"{m}-base-prompted"
         if m in models and "base-prompted" in models:
-            d = diffs.get(key)
+            d = _difference(diffs, m, "base-prompted")
             if d is None:
                 continue
             parts = [_diff_phrase(d, "dale_chall", "down"), _diff_phrase(d, "fre", "up")]

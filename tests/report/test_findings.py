@@ -36,6 +36,10 @@ def test_verdicts_read_intervals():
     assert "(simpler)" in ppo and "(not preferred)" in ppo  # the whole interval is below 0.5
     asking = next(x for x in v if "beat asking (ppo" in x)
     assert "(no clear preference)" in asking and "(inside noise)" in asking
+    # the evaluation stores base-prompted − sft: read the other way round for "sft vs asking"
+    s = {**SUMMARY, "differences": {"base-prompted-sft": {"fre": _e(13.7, 10.5, 17.0)}}}
+    sft = next(x for x in verdicts(s) if "beat asking (sft" in x)
+    assert "FRE -13.7 [-17, -10.5] (less simple)" in sft
 
 
 def test_judges_labelled_by_role():
