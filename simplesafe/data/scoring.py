@@ -57,8 +57,7 @@ def _plain_section(section, options: dict | None = None) -> dict:
     return toxicity_config(d).model_dump(mode="json", exclude_unset=True)
 
 
-def _score_batch(texts: list[str], backend, toxicity: bool = True,
-                 options: dict | None = None) -> dict[str, list]:
+def _score_batch(texts: list[str], backend, toxicity: bool = True) -> dict[str, list]:
     from simplesafe.text.readability import readability
 
     texts = [t if isinstance(t, str) else "" for t in texts]
@@ -70,7 +69,7 @@ def _score_batch(texts: list[str], backend, toxicity: bool = True,
     }
     if not toxicity:
         return out
-    tox = _scorer(backend, options).score(texts)
+    tox = _scorer(backend).score(texts)
     out["toxicity"] = [float(x) for x in tox["toxicity"]]
     for label, values in tox.items():
         if label != "toxicity":
@@ -78,18 +77,17 @@ def _score_batch(texts: list[str], backend, toxicity: bool = True,
     return out
 
 
-def _clean_score_batch(texts: list[str], backend, toxicity: bool = True,
-                       options: dict | None = None) -> dict[str, list]:
+def _clean_score_batch(texts: list[str], backend, toxicity: bool = True) -> dict[str, list]:
     """Clean Reddit answers (edit notes flagged), then score the cleaned text."""
     from simplesafe.text.clean import clean_answer
 
     cleaned = [clean_answer(t) for t in texts]
     out = {"text": [c.text for c in cleaned], "edit_note": [c.edit_note for c in cleaned]}
-    out.update(_score_batch(out["text"], backend, toxicity, options))
+    out.update(_score_batch(out["text"], backend, toxicity))
     return out
 
 
-def _map_fn(batch, backend=None, clean=False, toxicity=True, options=None, threads=None):
+def _map_fn(batch, backend=None, clean=False, toxicity=True, threads=None):
     if threads:
         # One worker per core: each worker's torch / ONNX Runtime uses its share of the cores.
         import torch
@@ -97,8 +95,8 @@ def _map_fn(batch, backend=None, clean=False, toxicity=True, options=None, threa
         if torch.get_num_threads() != threads:
             torch.set_num_threads(threads)
     if clean:
-        return _clean_score_batch(batch["text"], backend, toxicity, options)
-    return _score_batch(batch["text"], backend, toxicity, options)
+        return _clean_score_batch(batch["text"], backend, toxicity)
+    return _score_batch(batch["text"], backend, toxicity)
 
 
 def score_texts(
@@ -132,7 +130,6 @@ def score_texts(
     """
     texts = list(texts)
     backend = _plain_section(backend, toxicity_options)  # validated once; a plain dict pickles into workers
-    toxicity_options = None
     if executor not in ("local", "ray"):
         raise ValueError(f"executor must be 'local' or 'ray', got {executor!r}")
     if executor == "ray":
@@ -151,8 +148,7 @@ def score_texts(
         threads = max(1, (os.cpu_count() or num_proc) // num_proc)
         scored = ds.map(
             _map_fn, batched=True, batch_size=batch_size, num_proc=num_proc,
-            fn_kwargs={"backend": backend, "clean": clean, "toxicity": toxicity, "options": toxicity_options,
-                       "threads": threads},
+            fn_kwargs={"backend": backend, "clean": clean, "toxicity": toxicity, "threads": threads},
             remove_columns=[] if clean else ["text"], desc="scoring", load_from_cache_file=False,
         )
         return {col: scored[col] for col in scored.column_names}
@@ -162,8 +158,8 @@ def score_texts(
     starts = range(0, len(texts), batch_size)
     for start in tqdm(starts, desc="scoring", unit="batch", disable=not progress or len(texts) <= batch_size):
         chunk = texts[start: start + batch_size]
-        part = (_clean_score_batch(chunk, backend, toxicity, toxicity_options) if clean
-                else _score_batch(chunk, backend, toxicity, toxicity_options))
+        part = (_clean_score_batch(chunk, backend, toxicity) if clean
+                else _score_batch(chunk, backend, toxicity))
         for key, values in part.items():
             out.setdefault(key, []).extend(values)
     if not texts:
@@ -171,7 +167,7 @@ def score_texts(
         out.update({"n_words": [], "fre": [], "fkg": []})
         if toxicity:
             out["toxicity"] = []
-            for label in getattr(_scorer(backend, toxicity_options), "labels", []):
+            for label in getattr(_scorer(backend), "labels", []):
                 out.setdefault(label, [])
     return out
 
