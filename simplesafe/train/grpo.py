@@ -45,26 +45,20 @@ from typing import Literal
 from pydantic import Field
 
 from simplesafe.atomic import write_json
-from simplesafe.config import StageConfig
 from simplesafe.errors import ConfigError
-from simplesafe.train.common import REPORT_TEMPLATE, DataConfigMixin, LoraSettings, Precision
-from simplesafe.train.rewards import RewardSource, default_sources
+from simplesafe.train.common import LoraSettings, Precision
+from simplesafe.train.rollout import RLPromptSettings
 
 log = logging.getLogger(__name__)
 
 
-class GRPOStageConfig(DataConfigMixin, StageConfig):
+class GRPOStageConfig(RLPromptSettings):
     """GRPO / RLOO through TRL. Defaults follow TRL and DeepSeekMath where the report gives none."""
 
     algorithm: Literal["grpo", "rloo"] = Field("grpo", description="grpo (group-normalised advantages) or rloo "
                                                "(leave-one-out baseline)")
     policy: str = Field("embedded:tiny", description="SFT model folder (full model or LoRA adapter folder)")
     out: str | None = Field(None, description="output folder (the CLI's default: runs/grpo or runs/rloo)")
-    template: str = Field(REPORT_TEMPLATE, description="prompt with {question}, or 'chat' for the tokenizer's template")
-    prompt_field: str = Field("prompt", description="row field holding the question")
-    max_prompts: int | None = Field(None, ge=1, description="use only the first N training prompts (demo, tests)")
-    max_prompt_tokens: int = Field(256, ge=4, description="longer questions are cut at the end to fit")
-    rewards: list[RewardSource] = Field(default_factory=default_sources, description="composite reward sources")
     method: Literal["full", "lora", "qlora"] = Field("lora", description="train all weights, LoRA adapters on a "
                                                      "frozen base, or LoRA on an NF4 base")
     lora: LoraSettings = Field(default_factory=lambda: LoraSettings(r=16, alpha=32, dropout=0.0))

@@ -9,8 +9,8 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from simplesafe.config import StageConfig
-from simplesafe.train.common import REPORT_TEMPLATE, DataConfigMixin, LoraSettings, Precision
-from simplesafe.train.rewards import RewardSource, default_sources
+from simplesafe.train.common import LoraSettings, Precision
+from simplesafe.train.rollout import RLPromptSettings
 
 
 class ProbeConfig(StageConfig):
@@ -24,17 +24,12 @@ class ProbeConfig(StageConfig):
     judges: list[dict] = Field(default_factory=list, description="simplesafe.eval.judges.JudgeSpec entries")
 
 
-class PPOStageConfig(DataConfigMixin, StageConfig):
+class PPOStageConfig(RLPromptSettings):
     """PPO on RL prompts. Defaults follow Ziegler et al. (2019) / TRL's former PPOTrainer where the report gives none."""
 
     policy: str = Field("embedded:tiny", description="SFT model folder (full model, or a LoRA adapter folder "
                         "with adapter_config.json, merged into its base on load); also the KL reference")
     out: str | None = Field(None, description="output folder (the CLI's default: runs/ppo)")
-    template: str = Field(REPORT_TEMPLATE, description="prompt with {question}, or 'chat' for the tokenizer's template")
-    prompt_field: str = Field("prompt", description="row field holding the question")
-    max_prompts: int | None = Field(None, ge=1, description="use only the first N training prompts (demo, tests)")
-    max_prompt_tokens: int = Field(256, ge=4, description="longer questions are cut at the end to fit")
-    rewards: list[RewardSource] = Field(default_factory=default_sources, description="composite reward sources")
     memory_mode: Literal["shared", "separate"] = Field("shared", description="shared: LoRA policy, adapter-off "
                                                        "reference, value head on the policy; separate: four models")
     method: Literal["lora", "qlora"] = Field("lora", description="shared mode: the frozen SFT weights in the compute "

@@ -20,9 +20,24 @@ import json
 import logging
 from pathlib import Path
 
+from pydantic import Field
+
+from simplesafe.config import StageConfig
 from simplesafe.errors import ConfigError, DataError
+from simplesafe.train.common import REPORT_TEMPLATE, DataConfigMixin
+from simplesafe.train.rewards import RewardSource, default_sources
 
 log = logging.getLogger(__name__)
+
+
+class RLPromptSettings(DataConfigMixin, StageConfig):
+    """What the RL stages (PPO, GRPO/RLOO) share: the prompts, how they are formatted and cut, the reward."""
+
+    template: str = Field(REPORT_TEMPLATE, description="prompt with {question}, or 'chat' for the tokenizer's template")
+    prompt_field: str = Field("prompt", description="row field holding the question")
+    max_prompts: int | None = Field(None, ge=1, description="use only the first N training prompts (demo, tests)")
+    max_prompt_tokens: int = Field(256, ge=4, description="longer questions are cut at the end to fit")
+    rewards: list[RewardSource] = Field(default_factory=default_sources, description="composite reward sources")
 
 
 # ----------------------------------------------------------------------------- the policy
