@@ -239,9 +239,9 @@ class RewardModelAnnotator(ScoreAnnotator):
         from simplesafe.train.reward_model import RewardModel
 
         # the one dtype rule and device: auto (bf16 on a GPU, never an fp32 copy of a large model there)
-        self.rm = RewardModel(model, device=device, dtype=dtype, max_length=max_length, batch_size=batch_size)
-        if not self.rm.trained_here:  # the annotator's own text format: the whole templated text as the answer
-            self.rm.spec = {**self.rm.spec, "use_prompt": False}
+        # a classifier not trained here reads the annotator's own format: the whole templated text as the answer
+        self.rm = RewardModel(model, device=device, dtype=dtype, max_length=max_length, batch_size=batch_size,
+                              use_prompt=False)
         self.margin, self.template = margin, template
         self.info["scored_as"] = "trained reward model" if self.rm.trained_here else "templated text"
 

@@ -69,7 +69,8 @@ class RewardModel:
     ``reward_config.json`` and is scored exactly as it was trained (template, encoder pairs,
     truncation). Any other sequence classifier is scored on ``template`` (the prompt format,
     ``{question}``) followed by the answer, cut from the left to ``max_length`` tokens; a head
-    with two outputs scores "second minus first" (chosen minus rejected).
+    with two outputs scores "second minus first" (chosen minus rejected). ``use_prompt=False`` scores
+    such a classifier on the response alone (a caller that formats the whole text itself).
 
     Loaded on ``device`` (``auto``: the GPU when there is one) in ``dtype`` (``auto``: the one rule,
     :func:`simplesafe.models.load.inference_dtype`: bf16 on a GPU with bf16, fp16 on others, bf16 on
@@ -78,7 +79,7 @@ class RewardModel:
     """
 
     def __init__(self, path: str | Path, device: str | None = "auto", dtype: str | None = "auto",
-                 template: str | None = None, max_length: int = 512, batch_size: int = 32):
+                 template: str | None = None, max_length: int = 512, batch_size: int = 32, use_prompt: bool = True):
         from simplesafe.errors import ModelLoadError
         from simplesafe.models.load import inference_dtype, load_sequence_classifier, load_tokenizer, resolve_device
 
@@ -100,7 +101,7 @@ class RewardModel:
             self.spec = json.loads(spec_file.read_text())
             self.trained_here = True
         else:
-            self.spec = {"kind": "encoder" if not is_causal_backbone(self.model) else "causal", "use_prompt": True,
+            self.spec = {"kind": "encoder" if not is_causal_backbone(self.model) else "causal", "use_prompt": use_prompt,
                          "template": template or REPORT_TEMPLATE, "max_length": max_length}
             self.trained_here = False
             log.info("%s has no %s: scoring it as a plain sequence classifier on '%s' + answer",

@@ -119,26 +119,13 @@ def length_penalty(text: str, min_words: int | None, max_words: int | None) -> f
     return -min(1.0, excess / scale)
 
 
-class _RewardModelSource:
-    """A ``reward_model`` source: :class:`simplesafe.train.reward_model.RewardModel`, the one scorer of
-    reward models (a ``train rm`` folder is scored as it was trained; another one-output
-    classifier on ``template`` + answer)."""
-
-    def __init__(self, src: RewardSource):
-        from simplesafe.train.reward_model import RewardModel
-
-        self.rm = RewardModel(str(src.path), template=src.template, max_length=src.max_length,
-                              batch_size=src.batch_size)
-
-    def score(self, questions: list[str], answers: list[str]) -> np.ndarray:
-        return self.rm.score(questions, answers)
-
-    def close(self) -> None:
-        self.rm.close()
-
-
 def _rm_scorer(src: RewardSource):
-    return _RewardModelSource(src)
+    """A ``reward_model`` source's scorer: :class:`simplesafe.train.reward_model.RewardModel`, the one scorer of
+    reward models (a ``train rm`` folder is scored as it was trained; another classifier on ``template`` +
+    answer); ``score(questions, answers)`` and ``close()``."""
+    from simplesafe.train.reward_model import RewardModel
+
+    return RewardModel(str(src.path), template=src.template, max_length=src.max_length, batch_size=src.batch_size)
 
 
 @dataclass

@@ -78,7 +78,7 @@ def test_learned_reward_model_source(tiny_model_dir, tmp_path):
     tok = AutoTokenizer.from_pretrained(str(tmp_path / "rm"))
     rm = AutoModelForSequenceClassification.from_pretrained(str(tmp_path / "rm"),
                                                             dtype=torch_dtype(inference_dtype("auto", "cpu")))
-    assert next(reward._scorer(reward.sources[0]).rm.model.parameters()).dtype == rm.dtype
+    assert next(reward._scorer(reward.sources[0]).model.parameters()).dtype == rm.dtype
     with torch.no_grad():
         logit = rm(**tok("### Human: Why? ### Assistant: Because.", return_tensors="pt")).logits[0, 0].item()
     assert s.parts["rm_rm"][0] == pytest.approx(logit, rel=1e-4, abs=1e-5)
