@@ -25,7 +25,15 @@ _RULES = [
 
 
 def detokenize(text: str) -> str:
-    """Return ``text`` with spaces before punctuation and inside quotes removed."""
-    for pattern, repl in _RULES:
-        text = pattern.sub(repl, text)
-    return text.strip()
+    """Return ``text`` with spaces before punctuation and inside quotes removed.
+
+    The rules run until the text stops changing, so the result is a fixed point ("---" -> "-", not "--");
+    every rule that matches shortens the text, so this ends.
+    """
+    while True:
+        before = text
+        for pattern, repl in _RULES:
+            text = pattern.sub(repl, text)
+        text = text.strip()
+        if text == before:
+            return text
